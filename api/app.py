@@ -1,0 +1,50 @@
+"""The FastAPI app factory: one app, wired to a ServiceContext built by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from api import problems
+from api.context import ServiceContext
+from api.metrics import build_registry
+from api.routes import health, series
+
+
+def _version() -> str:
+    try:
+        return version("prognos")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(context: ServiceContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for start in context.on_start:
+            start()
+        try:
+            yield
+        finally:
+            for stop in reversed(context.on_stop):
+                stop()
+
+    app = FastAPI(
+        title="Prognos",
+        version=_version(),
+        description=(
+            "Forecasts Prometheus metrics, warns before breaches, names root causes and runs "
+            "approved playbooks. Authenticate with `Authorization: Bearer <token>` "
+            "(`prognos token create --role viewer`)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    app.state.registry = build_registry(context, _version())
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(series.router)
+    return app

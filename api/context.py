@@ -1,0 +1,26 @@
+"""What the app needs from the composition root: settings, database, source, clock, extra jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import Clock
+from core.settings import Settings, TargetSettings
+from ingest.domain import Source
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    source: Source
+    targets: list[TargetSettings]
+    clock: Clock
+    # Started with the app and stopped with it (e.g. the scheduler in `prognos run`).
+    on_start: list[Callable[[], None]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)

@@ -1,0 +1,103 @@
+"""RFC 9457 problem responses: one table from error kind to HTTP status, nothing leaks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import ErrorKind, PrognosError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+STATUS_BY_KIND: dict[ErrorKind, int] = {
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.EXPIRED: 410,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.INVALID: 422,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.INTERNAL: 500,
+}
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    410: "Gone",
+    422: "Unprocessable content",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    status: int, *, detail: str, code: str, instance: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://prognos.dev/problems/{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(PrognosError)
+    async def _prognos(request: Request, exc: PrognosError) -> JSONResponse:
+        status = STATUS_BY_KIND.get(exc.kind, 500)
+        if status == 500:
+            log.error("request %s failed: %s (%s)", request.url.path, exc.code, exc.message)
+            return problem(
+                500,
+                detail="internal error; see the service log",
+                code="internal",
+                instance=request.url.path,
+            )
+        return problem(status, detail=exc.message, code=exc.code, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return problem(
+            422,
+            detail="the request is not valid",
+            code="request_invalid",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(
+            exc.status_code,
+            detail=str(exc.detail),
+            code=f"http_{exc.status_code}",
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(
+            500,
+            detail="internal error; see the service log",
+            code="internal",
+            instance=request.url.path,
+        )

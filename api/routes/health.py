@@ -1,0 +1,65 @@
+"""Liveness, readiness (database and metric source) and the Prometheus exposition."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Role
+from api.deps import ContextDep, bearer_token, get_session, require
+from api.metrics import CONTENT_TYPE, render
+from api.problems import problem
+from core.database import check_database
+from core.errors import PrognosError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database and the metric source answer")
+def readyz(context: ContextDep, request: Request) -> JSONResponse:
+    checks: dict[str, dict[str, str]] = {}
+    for name, probe in (
+        ("database", lambda: check_database(context.engine)),
+        ("source", context.source.check),
+    ):
+        try:
+            probe()
+            checks[name] = {"status": "ok"}
+        except PrognosError as exc:
+            checks[name] = {"status": "failed", "error": exc.message}
+    if all(c["status"] == "ok" for c in checks.values()):
+        return JSONResponse({"status": "ready", "checks": checks})
+    failed = ", ".join(n for n, c in checks.items() if c["status"] != "ok")
+    return problem(
+        503,
+        detail=f"not ready: {failed} failing",
+        code="not_ready",
+        instance=request.url.path,
+        checks=checks,
+    )
+
+
+@router.get(
+    "/metrics", summary="Prometheus exposition of Prognos' own state", response_class=Response
+)
+async def metrics(request: Request, context: ContextDep) -> Response:
+    if context.settings.api.metrics_require_token:
+
+        def _authorise() -> None:
+            session_iter = get_session(context)
+            session = next(session_iter)
+            try:
+                require(Role.VIEWER)(request, context, session)
+            finally:
+                session.close()
+
+        bearer_token(request)
+        await run_in_threadpool(_authorise)
+    body = await run_in_threadpool(render, request.app.state.registry)
+    return Response(body, media_type=CONTENT_TYPE)

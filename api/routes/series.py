@@ -1,0 +1,199 @@
+"""Series Prognos has seen, their stored samples, and the ingest targets with their runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api.deps import ContextDep, SessionDep, Viewer
+from core.clock import from_epoch
+from core.errors import ErrorKind, NotFoundError, PrognosError
+from ingest import service as ingest_service
+from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
+
+router = APIRouter(prefix="/v1", tags=["series"])
+
+
+class InvalidQueryError(PrognosError):
+    code = "query_parameter_invalid"
+    kind = ErrorKind.INVALID
+
+
+class SeriesRead(BaseModel):
+    id: int
+    target: str
+    labels: dict[str, str]
+    service: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+class SeriesPage(BaseModel):
+    items: list[SeriesRead]
+    next_cursor: int | None
+
+
+class SamplesRead(BaseModel):
+    series: SeriesRead
+    points: list[tuple[datetime, float]]
+
+
+class TargetRead(BaseModel):
+    name: str
+    query: str
+    step_seconds: int
+    service_label: str
+    watermark: datetime | None
+    last_run_status: str | None
+    last_run_at: datetime | None
+    last_error: str | None
+
+
+class IngestRunRead(BaseModel):
+    id: int
+    target: str
+    kind: str
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    series_count: int
+    new_series: int
+    points: int
+    dropped_non_finite: int
+    error_code: str | None
+    error_message: str | None
+
+
+def _series(row: SeriesRow) -> SeriesRead:
+    return SeriesRead(
+        id=row.id,
+        target=row.target,
+        labels=row.labels,
+        service=row.service,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+    )
+
+
+@router.get("/series", response_model=SeriesPage, summary="List series, filtered and paginated")
+def list_series(
+    _: Viewer,
+    session: SessionDep,
+    target: str | None = None,
+    service: str | None = None,
+    label: Annotated[list[str] | None, Query(description="name=value, repeatable")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+) -> SeriesPage:
+    query = sa.select(SeriesRow).order_by(SeriesRow.id)
+    if target is not None:
+        query = query.where(SeriesRow.target == target)
+    if service is not None:
+        query = query.where(SeriesRow.service == service)
+    if cursor is not None:
+        query = query.where(SeriesRow.id > cursor)
+    matchers = []
+    for item in label or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InvalidQueryError(f"label filter {item!r} must look like name=value")
+        matchers.append((name, value))
+    rows: list[SeriesRow] = []
+    # Label filters run in Python so that they behave the same on SQLite and PostgreSQL JSON.
+    for row in session.scalars(query.limit(limit * 10 if matchers else limit + 1)):
+        if all(row.labels.get(n) == v for n, v in matchers):
+            rows.append(row)
+        if len(rows) > limit:
+            break
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return SeriesPage(
+        items=[_series(r) for r in rows], next_cursor=rows[-1].id if more and rows else None
+    )
+
+
+@router.get(
+    "/series/{series_id}/samples",
+    response_model=SamplesRead,
+    summary="Stored samples of one series (gaps are simply absent)",
+)
+def series_samples(
+    series_id: int,
+    _: Viewer,
+    session: SessionDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=11_000)] = 11_000,
+) -> SamplesRead:
+    row = session.get(SeriesRow, series_id)
+    if row is None:
+        raise NotFoundError(f"no series with id {series_id}")
+    points = ingest_service.read_samples(
+        session,
+        series_id=series_id,
+        start=int(start.timestamp()) if start else None,
+        end=int(end.timestamp()) if end else None,
+    )[-limit:]
+    return SamplesRead(series=_series(row), points=[(from_epoch(t), v) for t, v in points])
+
+
+@router.get(
+    "/targets", response_model=list[TargetRead], summary="Configured targets and their state"
+)
+def list_targets(_: Viewer, session: SessionDep, context: ContextDep) -> list[TargetRead]:
+    out = []
+    for target in context.targets:
+        mark = session.get(WatermarkRow, target.name)
+        last = session.scalar(
+            sa.select(IngestRunRow)
+            .where(IngestRunRow.target == target.name)
+            .order_by(IngestRunRow.id.desc())
+            .limit(1)
+        )
+        out.append(
+            TargetRead(
+                name=target.name,
+                query=target.query,
+                step_seconds=target.step_seconds,
+                service_label=target.service_label,
+                watermark=from_epoch(mark.watermark) if mark else None,
+                last_run_status=last.status if last else None,
+                last_run_at=last.finished_at if last else None,
+                last_error=last.error_message if last else None,
+            )
+        )
+    return out
+
+
+@router.get("/ingest/runs", response_model=list[IngestRunRead], summary="Recent ingest runs")
+def ingest_runs(
+    _: Viewer,
+    session: SessionDep,
+    target: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[IngestRunRead]:
+    return [
+        IngestRunRead(
+            id=r.id,
+            target=r.target,
+            kind=r.kind,
+            status=r.status,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            window_start=from_epoch(r.window_start) if r.window_start is not None else None,
+            window_end=from_epoch(r.window_end) if r.window_end is not None else None,
+            series_count=r.series_count,
+            new_series=r.new_series,
+            points=r.points,
+            dropped_non_finite=r.dropped_non_finite,
+            error_code=r.error_code,
+            error_message=r.error_message,
+        )
+        for r in ingest_service.latest_runs(session, target=target, limit=limit)
+    ]

@@ -1,0 +1,1 @@
+"""Shared kernel: settings, database, logging, clock and the root error every package builds on."""

@@ -1,0 +1,325 @@
+"""Configuration: one YAML file plus PROGNOS_* environment overrides, validated up front.
+
+The file is found at --config, else $PROGNOS_CONFIG, else ./prognos.yaml, else built-in defaults.
+Environment variables win over the file: PROGNOS_<SECTION>__<KEY>, e.g. PROGNOS_DATABASE__URL.
+A bad file is reported as `file:line: key: what is wrong`, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.durations import format_duration, parse_duration
+from core.errors import ConfigError
+
+ENV_PREFIX = "PROGNOS_"
+CONFIG_ENV = "PROGNOS_CONFIG"
+DEFAULT_CONFIG_NAME = "prognos.yaml"
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrometheusAuthSettings(_Section):
+    """How Prognos authenticates to Prometheus (or a proxy in front of it)."""
+
+    type: Literal["none", "bearer", "basic"] = "none"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> PrometheusAuthSettings:
+        if self.type == "bearer" and self.token is None and self.token_file is None:
+            raise ValueError("bearer auth needs `token` or `token_file`")
+        if self.type == "basic" and (self.username is None or self.password is None):
+            raise ValueError("basic auth needs `username` and `password`")
+        return self
+
+
+class PrometheusSettings(_Section):
+    url: str | None = Field(default=None, description="e.g. http://127.0.0.1:9090")
+    auth: PrometheusAuthSettings = PrometheusAuthSettings()
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(default=3, ge=0, le=10)
+    backoff: float = Field(default=0.5, ge=0, le=30)
+    method: Literal["GET", "POST"] = "GET"
+    max_points_per_chunk: int = Field(default=10_000, ge=2, le=11_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9090")
+        if parts.username or parts.password:
+            raise ValueError("put credentials under prometheus.auth, not in the URL")
+        return value.rstrip("/")
+
+
+class ReplaySettings(_Section):
+    """A folder of CSV/Parquet files played back as if Prometheus served them."""
+
+    path: Path | None = Field(default=None, description="None: the bundled sample data")
+    loop: bool = Field(default=True, description="repeat the files' timeline forever")
+
+
+_TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TargetSettings(_Section):
+    """A named PromQL query; every series it returns is forecast on its own."""
+
+    name: str
+    query: str = Field(min_length=1)
+    step: Duration = timedelta(seconds=60)
+    lookback: Duration = Field(
+        default=timedelta(hours=6), description="history pulled on the first cycle"
+    )
+    service_label: str = "service"
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TARGET_NAME.match(value):
+            raise ValueError("use letters, digits and underscores, starting with a letter")
+        return value
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError("step must be a whole number of seconds, at least 1s")
+        return value
+
+    @property
+    def step_seconds(self) -> int:
+        return int(self.step.total_seconds())
+
+
+class IngestSettings(_Section):
+    interval: Duration = timedelta(seconds=60)
+    lag: Duration = Field(
+        default=timedelta(seconds=30),
+        description="stay this far behind now so that the newest scrape has landed",
+    )
+    max_catchup: Duration = Field(
+        default=timedelta(hours=24), description="after an outage, pull at most this much"
+    )
+    retention: Duration = Field(default=timedelta(days=7), description="samples kept in the db")
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/prognos.db"
+    )
+    echo: bool = False
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    metrics_require_token: bool = False
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    source: Literal["auto", "prometheus", "replay"] = "auto"
+    data_dir: Path = Path("var")
+    prometheus: PrometheusSettings = PrometheusSettings()
+    replay: ReplaySettings = ReplaySettings()
+    targets: list[TargetSettings] = Field(default_factory=list)
+    ingest: IngestSettings = IngestSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        if self.source == "prometheus" and self.prometheus.url is None:
+            raise ValueError("source is prometheus but prometheus.url is not set")
+        if self.effective_source == "prometheus" and not self.targets:
+            raise ValueError(
+                "Prometheus is configured but there are no targets: add at least one under "
+                "`targets:` (name + PromQL query)"
+            )
+        return self
+
+    @property
+    def effective_source(self) -> Literal["prometheus", "replay"]:
+        if self.source == "auto":
+            return "prometheus" if self.prometheus.url else "replay"
+        return self.source
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'prognos.db').as_posix()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """--config, else $PROGNOS_CONFIG, else ./prognos.yaml if present, else None (defaults)."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={from_env} does not name an existing file")
+        return path
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def load_settings(config: Path | None = None, *, search: bool = True) -> Settings:
+    """Read and validate the configuration; raise ConfigError with file, line and key."""
+    path = find_config_file(config) if search else config
+    data: dict[str, Any] = {}
+    root: yaml.Node | None = None
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}:1: the top level must be a mapping of sections")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, root, data)) from None
+
+
+def _describe(
+    exc: ValidationError, path: Path | None, root: yaml.Node | None, data: Mapping[str, Any]
+) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        key = _dotted(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and section)"
+        where = _where(loc, path, root, data)
+        lines.append(f"{where}{key + ': ' if key else ''}{message}")
+    header = f"invalid configuration ({len(lines)} problem{'s' if len(lines) != 1 else ''}):"
+    return "\n  ".join([header, *lines])
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _where(
+    loc: tuple[int | str, ...], path: Path | None, root: yaml.Node | None, data: Mapping[str, Any]
+) -> str:
+    env_name = ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
+    if loc and os.environ.get(env_name) is not None:
+        return f"environment {env_name}: "
+    top = ENV_PREFIX + str(loc[0]).upper() if loc else ""
+    if loc and os.environ.get(top) is not None:
+        return f"environment {top}: "
+    node = root
+    line = None
+    for part in loc:
+        node = _child(node, part)
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    if path is None:
+        return ""
+    return f"{path}:{line}: " if line else f"{path}: "
+
+
+def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == part:
+                child_node: yaml.Node = value
+                return child_node
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        child: yaml.Node = node.value[part]
+        return child
+    return None

@@ -1,0 +1,1 @@
+"""Ingest: Prometheus and replay sources, chunked range reads, watermarks, the sample store."""

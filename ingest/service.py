@@ -1,0 +1,280 @@
+"""Ingest service functions: pull a target's new steps, store them, advance its watermark.
+
+Each function takes a `db_session` and leaves committing to the caller (one place commits), so
+samples, series, watermark and the run record of a cycle land together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from core.clock import from_epoch, to_epoch
+from core.database import dialect_insert
+from core.errors import PrognosError
+from core.settings import TargetSettings
+from ingest.chunking import aligned_window, merge_series, plan_chunks
+from ingest.domain import PullResult, SeriesData, Source, Window, query_digest
+from ingest.tables import IngestRunRow, SampleRow, SeriesRow, WatermarkRow
+
+log = logging.getLogger(__name__)
+
+ChunkCallback = Callable[[Window, int], None]
+# SQLite allows 32,766 bound parameters per statement; three per sample row.
+_INSERT_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    target: str
+    status: str
+    window: Window | None
+    series: int = 0
+    new_series: int = 0
+    points: int = 0
+    dropped_non_finite: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def pull(
+    source: Source,
+    target: TargetSettings,
+    window: Window,
+    *,
+    on_chunk: ChunkCallback | None = None,
+) -> PullResult:
+    """Read a whole window in chunks under the source's point limit and join them per series."""
+    parts: list[SeriesData] = []
+    for chunk in plan_chunks(window, source.max_points_per_request):
+        result = source.query_range(target, chunk.start, chunk.end, chunk.step)
+        parts.extend(result.series)
+        if on_chunk is not None:
+            on_chunk(chunk, result.points)
+    return PullResult(merge_series(parts))
+
+
+def next_window(
+    db_session: Session,
+    *,
+    target: TargetSettings,
+    now: datetime,
+    lag: timedelta,
+    max_catchup: timedelta,
+) -> Window:
+    """The steps not yet stored: from one step after the watermark up to `now - lag`."""
+    step = target.step_seconds
+    end = to_epoch(now - lag)
+    newest = aligned_window(end, end, step).end
+    mark = _watermark(db_session, target)
+    if mark is None:
+        start = newest - int(target.lookback.total_seconds()) + step
+    else:
+        start = mark + step
+        oldest = newest - int(max_catchup.total_seconds()) + step
+        if start < oldest:
+            log.warning(
+                "target %s: %s behind; pulling only the last %s (older steps stay a gap)",
+                target.name,
+                timedelta(seconds=newest - mark),
+                max_catchup,
+            )
+            start = oldest
+    return Window(start, newest, step)
+
+
+def ingest_target(
+    db_session: Session,
+    *,
+    source: Source,
+    target: TargetSettings,
+    now: datetime,
+    lag: timedelta,
+    max_catchup: timedelta,
+) -> IngestSummary:
+    """One incremental cycle for one target. Raises IngestError; the caller records failures."""
+    started = time.perf_counter()
+    window = next_window(db_session, target=target, now=now, lag=lag, max_catchup=max_catchup)
+    if window.points == 0:
+        return IngestSummary(target.name, "noop", window)
+    result = pull(source, target, window)
+    new_series = store(db_session, target=target, series=result.series, seen_at=now)
+    _set_watermark(db_session, target, window.end, now)
+    summary = IngestSummary(
+        target.name,
+        "ok",
+        window,
+        series=len(result.series),
+        new_series=new_series,
+        points=result.points,
+        dropped_non_finite=result.dropped_non_finite,
+        seconds=time.perf_counter() - started,
+    )
+    db_session.add(_run_row(summary, kind="cycle", started_at=now))
+    return summary
+
+
+def record_failure(
+    db_session: Session,
+    *,
+    target: str,
+    kind: str,
+    window: Window | None,
+    error: BaseException,
+    started_at: datetime,
+) -> IngestSummary:
+    """Store a failed run; its message is the typed error's (safe) text, never a traceback."""
+    if isinstance(error, PrognosError):
+        code, message = error.code, error.message
+    else:
+        code, message = "internal", f"unexpected {type(error).__name__}; see the service log"
+    summary = IngestSummary(target, "failed", window, error=message)
+    row = _run_row(summary, kind=kind, started_at=started_at)
+    row.error_code = code
+    db_session.add(row)
+    return summary
+
+
+def store(
+    db_session: Session, *, target: TargetSettings, series: Sequence[SeriesData], seen_at: datetime
+) -> int:
+    """Upsert series identities and insert their samples; a re-run inserts nothing twice."""
+    ids, created = _series_ids(db_session, target, series, seen_at)
+    insert = dialect_insert(db_session, SampleRow.__table__)
+    statement = insert.on_conflict_do_nothing(index_elements=["series_id", "ts"])
+    batch: list[dict[str, object]] = []
+    for item in series:
+        series_id = ids[item.key.digest]
+        batch.extend(
+            {"series_id": series_id, "ts": ts, "value": value}
+            for ts, value in zip(item.timestamps.tolist(), item.values.tolist(), strict=True)
+        )
+        if len(batch) >= _INSERT_BATCH:
+            db_session.execute(statement, batch)
+            batch = []
+    if batch:
+        db_session.execute(statement, batch)
+    return created
+
+
+def _series_ids(
+    db_session: Session, target: TargetSettings, series: Sequence[SeriesData], seen_at: datetime
+) -> tuple[dict[str, int], int]:
+    digests = [s.key.digest for s in series]
+    existing = _ids_for(db_session, digests)
+    missing = [s for s in series if s.key.digest not in existing]
+    if missing:
+        # ON CONFLICT keeps a second process that found the same new series harmless.
+        insert = dialect_insert(db_session, SeriesRow.__table__)
+        db_session.execute(
+            insert.on_conflict_do_nothing(index_elements=["key"]),
+            [
+                {
+                    "target": target.name,
+                    "key": s.key.digest,
+                    "labels": s.key.label_dict,
+                    "service": s.key.service(target.service_label),
+                    "first_seen": seen_at,
+                    "last_seen": seen_at,
+                }
+                for s in missing
+            ],
+        )
+        existing.update(_ids_for(db_session, [s.key.digest for s in missing]))
+    seen = [existing[d] for d in digests]
+    for start in range(0, len(seen), 1000):
+        db_session.execute(
+            sa.update(SeriesRow)
+            .where(SeriesRow.id.in_(seen[start : start + 1000]))
+            .values(last_seen=seen_at)
+        )
+    return existing, len(missing)
+
+
+def _ids_for(db_session: Session, digests: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(digests), 1000):
+        rows = db_session.execute(
+            sa.select(SeriesRow.key, SeriesRow.id).where(
+                SeriesRow.key.in_(digests[start : start + 1000])
+            )
+        )
+        found.update({key: id_ for key, id_ in rows})
+    return found
+
+
+def _watermark(db_session: Session, target: TargetSettings) -> int | None:
+    row = db_session.get(WatermarkRow, target.name)
+    if row is None:
+        return None
+    if row.query_digest != query_digest(target) or row.step != target.step_seconds:
+        # The target now means something else: start afresh rather than splice two meanings.
+        log.warning("target %s: query or step changed; starting from its lookback", target.name)
+        return None
+    return row.watermark
+
+
+def _set_watermark(db_session: Session, target: TargetSettings, mark: int, now: datetime) -> None:
+    row = db_session.get(WatermarkRow, target.name)
+    if row is None:
+        row = WatermarkRow(target=target.name)
+        db_session.add(row)
+    row.query_digest = query_digest(target)
+    row.step = target.step_seconds
+    row.watermark = mark
+    row.updated_at = now
+
+
+def _run_row(summary: IngestSummary, *, kind: str, started_at: datetime) -> IngestRunRow:
+    window = summary.window
+    return IngestRunRow(
+        target=summary.target,
+        kind=kind,
+        status=summary.status,
+        started_at=started_at,
+        finished_at=started_at + timedelta(seconds=summary.seconds),
+        window_start=window.start if window else None,
+        window_end=window.end if window else None,
+        series_count=summary.series,
+        new_series=summary.new_series,
+        points=summary.points,
+        dropped_non_finite=summary.dropped_non_finite,
+    )
+
+
+def prune(db_session: Session, *, now: datetime, retention: timedelta) -> int:
+    """Drop samples older than the retention window; returns how many rows went."""
+    cutoff = to_epoch(now - retention)
+    result = db_session.execute(sa.delete(SampleRow).where(SampleRow.ts < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def read_samples(
+    db_session: Session, *, series_id: int, start: int | None = None, end: int | None = None
+) -> list[tuple[int, float]]:
+    query = sa.select(SampleRow.ts, SampleRow.value).where(SampleRow.series_id == series_id)
+    if start is not None:
+        query = query.where(SampleRow.ts >= start)
+    if end is not None:
+        query = query.where(SampleRow.ts <= end)
+    return [(int(ts), float(v)) for ts, v in db_session.execute(query.order_by(SampleRow.ts))]
+
+
+def latest_runs(
+    db_session: Session, *, target: str | None = None, limit: int = 50
+) -> list[IngestRunRow]:
+    query = sa.select(IngestRunRow).order_by(IngestRunRow.id.desc()).limit(limit)
+    if target is not None:
+        query = query.where(IngestRunRow.target == target)
+    return list(db_session.scalars(query))
+
+
+def watermark_time(db_session: Session, target: str) -> datetime | None:
+    row = db_session.get(WatermarkRow, target)
+    return from_epoch(row.watermark) if row else None

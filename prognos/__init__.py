@@ -1,0 +1,1 @@
+"""Entry points: the `prognos` CLI, the scheduler wiring and the composition root."""

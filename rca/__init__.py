@@ -1,0 +1,1 @@
+"""Root-cause analysis: span store queries, service graph, suspect ranking, incident reports."""

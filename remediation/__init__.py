@@ -1,0 +1,1 @@
+"""Remediation: playbooks, the approval state machine, Vault credentials, executor, audit chain."""

@@ -1,0 +1,246 @@
+"""Real servers for tests and benchmarks: Prometheus with backfilled history, PostgreSQL 15.
+
+Each starts on a free loopback port in a temporary directory and stops when asked. Missing
+binaries make the caller skip locally; under CI (CI=true) they are an error instead, because
+`.ci/run` installs every server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class ServerMissing(RuntimeError):
+    """The server's binaries are not installed here."""
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early; log:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"server at {url} not ready after {deadline_s}s; log:\n{log.read_text()[-3000:]}"
+    )
+
+
+# ----------------------------------------------------------------------------- Prometheus
+
+
+@dataclass
+class MetricSeries:
+    """One series to backfill: metric name, labels, timestamps (epoch s) and values."""
+
+    name: str
+    labels: Mapping[str, str]
+    timestamps: np.ndarray
+    values: np.ndarray
+
+
+def write_openmetrics(path: Path, series: Iterable[MetricSeries]) -> int:
+    """OpenMetrics text for `promtool tsdb create-blocks-from openmetrics`; returns samples."""
+    by_name: dict[str, list[MetricSeries]] = {}
+    for s in series:
+        by_name.setdefault(s.name, []).append(s)
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for name, members in by_name.items():
+            out.write(f"# TYPE {name} gauge\n")
+            for s in members:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                head = f"{name}{{{labels}}}" if labels else name
+                lines = [
+                    f"{head} {v!r} {int(t)}\n"
+                    for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
+                ]
+                out.writelines(lines)
+                count += len(lines)
+        out.write("# EOF\n")
+    return count
+
+
+@dataclass
+class PrometheusServer:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.data_dir / "prometheus.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = self.data_dir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        binary = shutil.which("prometheus")
+        assert binary
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        _wait_http(f"{self.url}/-/ready", 60, self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def prometheus_available() -> bool:
+    return bool(shutil.which("prometheus") and shutil.which("promtool"))
+
+
+def start_prometheus(workdir: Path, series: Iterable[MetricSeries]) -> PrometheusServer:
+    """Backfill `series` with promtool into a fresh TSDB and start Prometheus on it."""
+    if not prometheus_available():
+        raise ServerMissing("prometheus/promtool not installed (apt-get install prometheus)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / "history.om"
+    write_openmetrics(source, series)
+    tsdb = workdir / "tsdb"
+    tsdb.mkdir(exist_ok=True)
+    result = subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"promtool failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    source.unlink()
+    server = PrometheusServer(workdir, free_port())
+    server.start()
+    return server
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_available() -> bool:
+    return (PG_BIN / "initdb").exists()
+
+
+@dataclass
+class PostgresServer:
+    root: Path
+    port: int
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {result.stdout}\n{result.stderr}")
+
+    def start(self) -> None:
+        data = self.root / "data"
+        if not data.exists():
+            self._run(
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self._run(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"
+            )
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_postgres() -> PostgresServer:
+    if not postgres_available():
+        raise ServerMissing("PostgreSQL 15 not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="prognos-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    server = PostgresServer(root, free_port())
+    server.start()
+    return server

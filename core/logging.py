@@ -33,5 +33,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that log request URLs or payloads at INFO stay quiet unless asked.
-    for noisy in ("urllib3", "apscheduler.executors.default", "httpx", "alembic.runtime"):
+    noisy_loggers = ("urllib3", "apscheduler", "httpx", "alembic.runtime", "uvicorn.access")
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -49,6 +49,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
+log = logging.getLogger("prognos")
 console = Console()
 err = Console(stderr=True)
 
@@ -109,8 +110,17 @@ def run(
     settings = _settings()
     context = _context(settings)
     scheduler = build_scheduler(context, blocking=False)
-    context.on_start.append(scheduler.start)
-    context.on_stop.append(lambda: scheduler.shutdown(wait=True))
+
+    def start() -> None:
+        scheduler.start()
+        log.info("scheduler started: ingest every %s", settings.ingest.interval)
+
+    def stop() -> None:
+        scheduler.shutdown(wait=True)  # lets a running cycle finish
+        log.info("scheduler stopped")
+
+    context.on_start.append(start)
+    context.on_stop.append(stop)
     _serve(context, host, port, duration)
 
 
@@ -137,6 +147,7 @@ def _serve(
         host=host or settings.api.host,
         port=settings.api.port if port is None else port,
         log_level=settings.logging.level.lower(),
+        log_config=None,  # use our logging set-up, not uvicorn's own format
         access_log=False,
     )
     server = uvicorn.Server(config)

@@ -74,6 +74,11 @@ class PrometheusSettings(_Section):
     retries: int = Field(default=3, ge=0, le=10)
     backoff: float = Field(default=0.5, ge=0, le=30)
     method: Literal["GET", "POST"] = "GET"
+    compression: bool = Field(
+        default=False,
+        description="ask for gzip; it only pays off on slow links (Prometheus compresses on "
+        "one core, which costs more than the transfer on a LAN)",
+    )
     max_points_per_chunk: int = Field(default=10_000, ge=2, le=11_000)
 
     @field_validator("url")

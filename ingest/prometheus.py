@@ -6,6 +6,7 @@ at this boundary and the JSON parse can be measured. Nothing here logs a credent
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -56,6 +57,8 @@ class PrometheusSource:
             headers["Authorization"] = f"Bearer {token}"
         elif auth.type == "basic":
             basic = (auth.username or "", auth.password.get_secret_value() if auth.password else "")
+        if not settings.compression:
+            headers["Accept-Encoding"] = "identity"
         session.headers.update(headers)
         session.auth = basic
         retry = Retry(
@@ -153,6 +156,18 @@ class PrometheusSource:
 
     def _parse_matrix(self, body: bytes, target: TargetSettings) -> PullResult:
         started = time.perf_counter()
+        # A large matrix is millions of small lists without cycles: the cyclic collector only
+        # slows the parse down (about a third of its time), so it pauses for it.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._parse_document(body, target)
+        finally:
+            if enabled:
+                gc.enable()
+            self.last_parse_seconds = time.perf_counter() - started
+
+    def _parse_document(self, body: bytes, target: TargetSettings) -> PullResult:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -175,7 +190,6 @@ class PrometheusSource:
         result = PullResult()
         for item in data.get("result") or []:
             result.series.append(_series(target.name, item))
-        self.last_parse_seconds = time.perf_counter() - started
         return result
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -26,8 +27,11 @@ from ingest.tables import IngestRunRow, SampleRow, SeriesRow, WatermarkRow
 log = logging.getLogger(__name__)
 
 ChunkCallback = Callable[[Window, int], None]
-# SQLite allows 32,766 bound parameters per statement; three per sample row.
-_INSERT_BATCH = 10_000
+_INSERT_SAMPLES_QMARK = (
+    "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (series_id, ts) DO NOTHING"
+)
+_INSERT_SAMPLES_PYFORMAT = _INSERT_SAMPLES_QMARK.replace("?", "%s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,7 @@ def record_failure(
     summary = IngestSummary(target, "failed", window, error=message)
     row = _run_row(summary, kind=kind, started_at=started_at)
     row.error_code = code
+    row.error_message = message
     db_session.add(row)
     return summary
 
@@ -146,20 +151,22 @@ def store(
 ) -> int:
     """Upsert series identities and insert their samples; a re-run inserts nothing twice."""
     ids, created = _series_ids(db_session, target, series, seen_at)
-    insert = dialect_insert(db_session, SampleRow.__table__)
-    statement = insert.on_conflict_do_nothing(index_elements=["series_id", "ts"])
-    batch: list[dict[str, object]] = []
+    connection = db_session.connection()
+    # Straight to the driver: SQLAlchemy's per-row parameter handling costs more than the insert.
+    pyformat = connection.dialect.paramstyle in ("format", "pyformat")
+    statement = _INSERT_SAMPLES_PYFORMAT if pyformat else _INSERT_SAMPLES_QMARK
     for item in series:
-        series_id = ids[item.key.digest]
-        batch.extend(
-            {"series_id": series_id, "ts": ts, "value": value}
-            for ts, value in zip(item.timestamps.tolist(), item.values.tolist(), strict=True)
+        if not len(item):
+            continue
+        rows = list(
+            zip(
+                repeat(ids[item.key.digest]),
+                item.timestamps.tolist(),
+                item.values.tolist(),
+                strict=False,
+            )
         )
-        if len(batch) >= _INSERT_BATCH:
-            db_session.execute(statement, batch)
-            batch = []
-    if batch:
-        db_session.execute(statement, batch)
+        connection.exec_driver_sql(statement, rows)
     return created
 
 

@@ -104,18 +104,19 @@ class PrometheusServer:
         config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
         binary = shutil.which("prometheus")
         assert binary
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
-                "--storage.tsdb.retention.time=100y",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                    "--storage.tsdb.retention.time=100y",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         _wait_http(f"{self.url}/-/ready", 60, self.proc, self.log)
 
     def stop(self) -> None:
@@ -152,7 +153,11 @@ def start_prometheus(workdir: Path, series: Iterable[MetricSeries]) -> Prometheu
         raise RuntimeError(f"promtool failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     source.unlink()
     server = PrometheusServer(workdir, free_port())
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
@@ -242,5 +247,9 @@ def start_postgres() -> PostgresServer:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     server = PostgresServer(root, free_port())
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
     return server

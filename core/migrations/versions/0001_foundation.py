@@ -40,6 +40,7 @@ def upgrade() -> None:
             ["series_id"], ["series.id"], name="fk_samples_series_id_series", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("series_id", "ts", name="pk_samples"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "ingest_watermarks",

@@ -9,27 +9,41 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y":
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 
 
+_MAX_SECONDS = 100 * 365 * 86_400  # a century: anything longer is a typo
+
+
 def parse_duration(value: object) -> timedelta:
     """Accept a timedelta, a number of seconds or a Prometheus duration string."""
+    delta = _parse(value)
+    if delta.total_seconds() > _MAX_SECONDS:
+        raise ValueError(f"duration {value!r} is too large (at most 100 years)")
+    return delta
+
+
+def _parse(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 60s, 5m or 1h")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
+        if value != value or value < 0:  # NaN or negative
+            raise ValueError("a duration cannot be negative or NaN")
+        if value > _MAX_SECONDS:
+            raise ValueError(f"duration {value!r} is too large (at most 100 years)")
         return timedelta(seconds=value)
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 60s, 5m or 1h")
     text = value.strip()
     if text.isdigit():
-        return timedelta(seconds=int(text))
+        return _parse(int(text))
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:
             break
         total += int(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
+        if total > _MAX_SECONDS:
+            raise ValueError(f"duration {value!r} is too large (at most 100 years)")
     if pos != len(text) or not text:
         raise ValueError(f"invalid duration {value!r}: use e.g. 60s, 5m, 1h30m or 7d")
     return timedelta(seconds=total)

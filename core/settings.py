@@ -27,7 +27,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from core.durations import format_duration, parse_duration
 from core.errors import ConfigError
@@ -268,6 +273,15 @@ def load_settings(config: Path | None = None, *, search: bool = True) -> Setting
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, root, data)) from None
+    except SettingsError as exc:
+        # An environment override that should hold JSON (a list or section) does not parse.
+        match = re.search(r'"(\w+)"', str(exc))
+        field = match.group(1) if match else "a setting"
+        env_name = f"{ENV_PREFIX}{field.upper()}"
+        raise ConfigError(
+            f"environment {env_name}: not valid JSON for `{field}` (a list or section needs "
+            'JSON, e.g. PROGNOS_TARGETS=\'[{"name": "cpu", "query": "up"}]\')'
+        ) from None
 
 
 def _describe(
@@ -280,7 +294,7 @@ def _describe(
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and section)"
-        where = _where(loc, path, root, data)
+        where = _where(loc, path, root, data, key_line=error["type"] == "extra_forbidden")
         lines.append(f"{where}{key + ': ' if key else ''}{message}")
     header = f"invalid configuration ({len(lines)} problem{'s' if len(lines) != 1 else ''}):"
     return "\n  ".join([header, *lines])
@@ -297,7 +311,12 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def _where(
-    loc: tuple[int | str, ...], path: Path | None, root: yaml.Node | None, data: Mapping[str, Any]
+    loc: tuple[int | str, ...],
+    path: Path | None,
+    root: yaml.Node | None,
+    data: Mapping[str, Any],
+    *,
+    key_line: bool = False,
 ) -> str:
     env_name = ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
     if loc and os.environ.get(env_name) is not None:
@@ -307,8 +326,9 @@ def _where(
         return f"environment {top}: "
     node = root
     line = None
-    for part in loc:
-        node = _child(node, part)
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        node = _child(node, part, key=key_line and last)
         if node is None:
             break
         line = node.start_mark.line + 1
@@ -317,11 +337,12 @@ def _where(
     return f"{path}:{line}: " if line else f"{path}: "
 
 
-def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: int | str, *, key: bool = False) -> yaml.Node | None:
+    """The value node under `part` (or its key node, whose line is the key's own line)."""
     if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == part:
-                child_node: yaml.Node = value
+        for key_node, value in node.value:
+            if key_node.value == part:
+                child_node: yaml.Node = key_node if key else value
                 return child_node
         return None
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):

@@ -81,6 +81,15 @@ class PrometheusSource:
             disable_ssl=not settings.tls_verify,
         )
         self._session = session
+        # Values never to echo back, e.g. when a proxy reflects the request in an error body.
+        self._secrets = [
+            v
+            for v in (
+                headers.get("Authorization", "").removeprefix("Bearer "),
+                basic[1] if basic else "",
+            )
+            if v
+        ]
         self.last_parse_seconds = 0.0
 
     @property
@@ -136,7 +145,7 @@ class PrometheusSource:
         status = response.status_code
         if status == 200:
             return response.content
-        message = _error_text(response.content)
+        message = self._redact(_error_text(response.content))
         if status in (401, 403):
             raise SourceAuthError(
                 f"Prometheus at {self.url} refused our credentials (HTTP {status}); "
@@ -153,6 +162,11 @@ class PrometheusSource:
         raise SourceUnavailableError(
             f"Prometheus at {self.url} answered HTTP {status} for target {target!r}: {message}"
         )
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _parse_matrix(self, body: bytes, target: TargetSettings) -> PullResult:
         started = time.perf_counter()

@@ -8,9 +8,9 @@ Layout: one CSV (`timestamp,value`) or Parquet file per series, plus `series.yam
         target: cpu
         labels: {service: checkout, instance: "10.0.0.7:9100"}
 
-Reads follow Prometheus' range semantics: the value at a grid timestamp t is the newest sample in
-(t - lookback_delta, t]; a longer gap stays missing. With `loop`, the timeline repeats forever so
-a demo always has "current" data.
+Reads follow Prometheus' (2.x) range semantics: the value at a grid timestamp t is the newest
+sample in [t - lookback_delta, t]; a longer gap stays missing. With `loop`, the timeline
+repeats forever so a demo always has "current" data.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ReplaySource:
             valid = idx >= 0
             safe = np.where(valid, idx, 0)
             age = file_time - series.timestamps[safe]
-            valid &= (age >= 0) & (age < LOOKBACK_DELTA)
+            valid &= (age >= 0) & (age <= LOOKBACK_DELTA)
             if not valid.any():
                 continue  # this series does not exist in this window
             result.series.append(

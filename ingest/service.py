@@ -104,6 +104,15 @@ def ingest_target(
 ) -> IngestSummary:
     """One incremental cycle for one target. Raises IngestError; the caller records failures."""
     started = time.perf_counter()
+    if _meaning_changed(db_session, target):
+        # Samples stored under the old query or step mean something else: drop them rather than
+        # splice two meanings into one series. The series identities stay.
+        log.warning(
+            "target %s: query or step changed; its stored samples are replaced", target.name
+        )
+        series_ids = sa.select(SeriesRow.id).where(SeriesRow.target == target.name)
+        db_session.execute(sa.delete(SampleRow).where(SampleRow.series_id.in_(series_ids)))
+        db_session.execute(sa.delete(WatermarkRow).where(WatermarkRow.target == target.name))
     window = next_window(db_session, target=target, now=now, lag=lag, max_catchup=max_catchup)
     if window.points == 0:
         return IngestSummary(target.name, "noop", window)
@@ -216,14 +225,17 @@ def _ids_for(db_session: Session, digests: Sequence[str]) -> dict[str, int]:
     return found
 
 
+def _meaning_changed(db_session: Session, target: TargetSettings) -> bool:
+    row = db_session.get(WatermarkRow, target.name)
+    return row is not None and (
+        row.query_digest != query_digest(target) or row.step != target.step_seconds
+    )
+
+
 def _watermark(db_session: Session, target: TargetSettings) -> int | None:
     row = db_session.get(WatermarkRow, target.name)
-    if row is None:
-        return None
-    if row.query_digest != query_digest(target) or row.step != target.step_seconds:
-        # The target now means something else: start afresh rather than splice two meanings.
-        log.warning("target %s: query or step changed; starting from its lookback", target.name)
-        return None
+    if row is None or _meaning_changed(db_session, target):
+        return None  # a changed target starts afresh from its lookback
     return row.watermark
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +15,7 @@ from api.problems import problem
 from core.database import check_database
 from core.errors import PrognosError
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -33,6 +36,9 @@ def readyz(context: ContextDep, request: Request) -> JSONResponse:
             checks[name] = {"status": "ok"}
         except PrognosError as exc:
             checks[name] = {"status": "failed", "error": exc.message}
+        except Exception:
+            log.exception("readiness check %s failed unexpectedly", name)
+            checks[name] = {"status": "failed", "error": "unexpected error; see the service log"}
     if all(c["status"] == "ok" for c in checks.values()):
         return JSONResponse({"status": "ready", "checks": checks})
     failed = ", ".join(n for n, c in checks.items() if c["status"] != "ok")

@@ -105,12 +105,15 @@ def list_series(
             raise InvalidQueryError(f"label filter {item!r} must look like name=value")
         matchers.append((name, value))
     rows: list[SeriesRow] = []
-    # Label filters run in Python so that they behave the same on SQLite and PostgreSQL JSON.
-    for row in session.scalars(query.limit(limit * 10 if matchers else limit + 1)):
-        if all(row.labels.get(n) == v for n, v in matchers):
-            rows.append(row)
-        if len(rows) > limit:
+    # Label filters run in Python so that they behave the same on SQLite and PostgreSQL JSON;
+    # the scan goes on in id order until a page (plus one, to know there is more) is full.
+    batch = limit + 1 if not matchers else max(500, limit * 10)
+    while len(rows) <= limit:
+        scanned = list(session.scalars(query.limit(batch)))
+        rows.extend(r for r in scanned if all(r.labels.get(n) == v for n, v in matchers))
+        if len(scanned) < batch:
             break
+        query = query.where(SeriesRow.id > scanned[-1].id)
     more = len(rows) > limit
     rows = rows[:limit]
     return SeriesPage(

@@ -1,0 +1,61 @@
+"""The composition root: settings in, a working context out, without any network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from core.settings import Settings
+from ingest.prometheus import PrometheusSource
+from ingest.replay import ReplaySource
+from prognos.composition import build_context, build_source
+from prognos.daemon import build_scheduler
+
+
+def test_defaults_build_a_replay_of_the_sample_on_a_migrated_sqlite(tmp_path: Path) -> None:
+    context = build_context(Settings(data_dir=tmp_path / "state"))
+    try:
+        assert isinstance(context.source, ReplaySource)
+        assert context.source.loop is True
+        assert (tmp_path / "state" / "sample" / "series.yaml").is_file()
+        assert [t.name for t in context.targets] == ["cpu", "latency_p99", "memory", "requests"]
+        assert all(t.step_seconds == 60 for t in context.targets)
+        assert str(context.engine.url) == f"sqlite:///{tmp_path / 'state' / 'prognos.db'}"
+        tables = set(sa.inspect(context.engine).get_table_names())
+        assert {"series", "samples", "api_tokens"} <= tables
+        context.source.check()
+    finally:
+        context.engine.dispose()
+
+
+def test_configured_targets_win_over_the_replay_folders_own(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, targets=[{"name": "cpu", "query": "x", "step": "2m"}])
+    source, targets = build_source(settings)
+    assert isinstance(source, ReplaySource)
+    assert [(t.name, t.step_seconds) for t in targets] == [("cpu", 120)]
+
+
+def test_prometheus_settings_build_a_prometheus_source(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        prometheus={"url": "http://127.0.0.1:9", "max_points_per_chunk": 500},
+        targets=[{"name": "up", "query": "up"}],
+    )
+    source, targets = build_source(settings)
+    assert isinstance(source, PrometheusSource)
+    assert source.max_points_per_request == 500
+    assert [t.name for t in targets] == ["up"]
+    assert not (tmp_path / "sample").exists()  # no sample data written for Prometheus
+
+
+def test_the_scheduler_runs_ingest_and_prune_without_overlap(tmp_path: Path) -> None:
+    context = build_context(Settings(data_dir=tmp_path, ingest={"interval": "2m"}))
+    try:
+        scheduler = build_scheduler(context, blocking=False)
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {"ingest", "prune"}
+        assert jobs["ingest"].trigger.interval.total_seconds() == 120
+        assert jobs["ingest"].max_instances == 1 and jobs["ingest"].coalesce
+    finally:
+        context.engine.dispose()

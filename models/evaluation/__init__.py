@@ -1,0 +1,1 @@
+"""Offline evaluation of detectors and forecasters against labelled benchmarks (NAB scoring)."""

@@ -1,0 +1,1 @@
+"""Forecasters behind one interface: the global LSTM and the classical baselines."""

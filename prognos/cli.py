@@ -24,7 +24,7 @@ from rich.table import Table
 from api.context import ServiceContext
 from core.clock import from_epoch, to_epoch
 from core.database import create_engine, migrate, safe_url, session_scope
-from core.durations import parse_duration
+from core.durations import format_duration, parse_duration
 from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
@@ -113,7 +113,7 @@ def run(
 
     def start() -> None:
         scheduler.start()
-        log.info("scheduler started: ingest every %s", settings.ingest.interval)
+        log.info("scheduler started: ingest every %s", format_duration(settings.ingest.interval))
 
     def stop() -> None:
         scheduler.shutdown(wait=True)  # lets a running cycle finish
@@ -189,10 +189,10 @@ def ingest(
         run_daemon(context)
         return
     summaries = jobs.ingest_cycle(context)
-    table = Table("target", "status", "window (UTC)", "series", "new", "points", "note")
+    table = Table("target", "status", "window (UTC, day hh:mm)", "series", "new", "points", "note")
     for s in summaries:
         window = (
-            f"{from_epoch(s.window.start):%m-%d %H:%M} → {from_epoch(s.window.end):%m-%d %H:%M}"
+            f"{from_epoch(s.window.start):%d %H:%M}→{from_epoch(s.window.end):%d %H:%M}"
             if s.window and s.window.points
             else "-"
         )
@@ -275,6 +275,78 @@ def backfill(
         )
     console.print(table)
     console.print(f"cache: {settings.cache_dir}")
+
+
+backtest_app = typer.Typer(
+    help="Backtests on recorded data (quality benchmarks).", no_args_is_help=True
+)
+app.add_typer(backtest_app, name="backtest")
+
+
+@backtest_app.command("nab")
+def backtest_nab(
+    data: Annotated[Path, typer.Option(help="a NAB-layout folder holding data/ and labels/")],
+    out: Annotated[Path, typer.Option(help="results go to OUT/<detector>/<folder>/...")],
+    detector: Annotated[str, typer.Option(help="detector name (no underscore)")] = "prognos",
+    forecaster: Annotated[str, typer.Option(help="forecaster behind the detector")] = "median_band",
+    folder: Annotated[
+        list[str] | None, typer.Option(help="only this data folder (repeatable)")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+) -> None:
+    """Run the anomaly detector over every CSV under DATA/data, each file a fresh deployment."""
+    import time
+
+    from models.evaluation.backtest import NabDetectorConfig, run_nab_backtest
+
+    configure_logging(state.log_level or "WARNING")
+    if not (data / "data").is_dir():
+        raise ConfigError(f"{data} has no data/ folder (expected NAB's layout: data/, labels/)")
+    files = sorted((data / "data").glob("*/*.csv"))
+    if folder:
+        files = [f for f in files if f.parent.name in set(folder)]
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("backtest", total=len(files))
+        results = run_nab_backtest(
+            data,
+            out,
+            config=NabDetectorConfig(forecaster=forecaster),
+            detector=detector,
+            folders=folder,
+            workers=workers,
+            on_file=lambda r: progress.update(task, advance=1, description=r.relpath),
+        )
+    console.print(
+        f"{len(results)} files, {sum(r.rows for r in results):,} rows in "
+        f"{time.perf_counter() - started:.1f}s → {out / detector}"
+    )
+
+
+@app.command("nab-score")
+def nab_score(
+    data: Annotated[Path, typer.Option(help="the NAB-layout folder (data/ and labels/)")],
+    results: Annotated[Path, typer.Option(help="OUT/<detector> written by `backtest nab`")],
+    folder: Annotated[list[str] | None, typer.Option(help="score only this folder")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write JSON here")] = None,
+    per_file: Annotated[bool, typer.Option(help="list each file's raw score")] = False,
+) -> None:
+    """Score a detector's results by NAB's rules: standard, reward-low-FP, reward-low-FN."""
+    import json
+
+    from models.evaluation.nab import format_table, score_corpus
+
+    report = score_corpus(data / "data", results, labels=data / "labels", folders=folder)
+    console.print(format_table(report, per_file=per_file), markup=False, highlight=False)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_json(), indent=2))
 
 
 @app.command("series")

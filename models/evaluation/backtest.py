@@ -28,11 +28,13 @@ from models.scoring import ScoringConfig, residual_z, score_series
 class NabDetectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Defaults chosen on nab-dev (standard 51.5, see docs/forecasting.md): a long robust band
+    # (~5 days at NAB's 5-minute step) and calibration over the newest ~3.5 days of scores.
     forecaster: str = "median_band"
-    forecaster_config: dict[str, Any] = Field(default_factory=dict)
+    forecaster_config: dict[str, Any] = Field(default_factory=lambda: {"context_length": 1500})
     retrain_every: int = Field(default=288, ge=1, description="grid steps between refits")
     train_window: int = Field(default=2016, ge=10, description="newest grid steps trained on")
-    scoring: ScoringConfig = ScoringConfig()
+    scoring: ScoringConfig = ScoringConfig(calibration_size=1000, calibration_min=200)
     centre: float = Field(default=3.0, description="calibrated score mapped to 0.5")
     alarm_level: float = Field(default=4.0, description="calibrated score treated as an alarm")
     suppress_rows: int = Field(

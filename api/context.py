@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import Clock
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
+from models.scoring import ScoringConfig
+from models.service import CalibratorBank, ServingModels
 
 
 @dataclass
@@ -21,6 +23,10 @@ class ServiceContext:
     source: Source
     targets: list[TargetSettings]
     clock: Clock
+    models: ServingModels = field(
+        default_factory=lambda: ServingModels(cold_start="median_band", cold_config={})
+    )
+    calibrators: CalibratorBank = field(default_factory=lambda: CalibratorBank(ScoringConfig()))
     # Started with the app and stopped with it (e.g. the scheduler in `prognos run`).
     on_start: list[Callable[[], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)

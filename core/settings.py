@@ -153,6 +153,36 @@ class IngestSettings(_Section):
     retention: Duration = Field(default=timedelta(days=7), description="samples kept in the db")
 
 
+class ModelSettings(_Section):
+    """The forecasting model: what it is, how much history it learns from, how often."""
+
+    forecaster: str = Field(default="lstm", description="lstm, naive, seasonal_naive, median_band")
+    config: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "context_length": 120,
+            "horizon": 30,
+            "hidden_size": 32,
+            "max_epochs": 15,
+            "windows_per_epoch": 8192,
+        },
+        description="the forecaster's hyper-parameters (see docs/forecasting.md)",
+    )
+    cold_start: str = Field(
+        default="median_band",
+        description="serves series too new for the model, and all series "
+        "until a first model is trained",
+    )
+    history: Duration = Field(default=timedelta(days=7), description="training history")
+    retrain_interval: Duration = Field(default=timedelta(days=1))
+    holdout: float = Field(
+        default=0.1,
+        gt=0,
+        lt=0.5,
+        description="newest share of the history kept out of training to compare models",
+    )
+    anomaly_threshold: float = Field(default=4.0, gt=0, description="calibrated score")
+
+
 class DatabaseSettings(_Section):
     url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/prognos.db"
@@ -182,6 +212,7 @@ class Settings(BaseSettings):
     replay: ReplaySettings = ReplaySettings()
     targets: list[TargetSettings] = Field(default_factory=list)
     ingest: IngestSettings = IngestSettings()
+    models: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -228,6 +259,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

@@ -12,6 +12,8 @@ from core.settings import Settings, TargetSettings
 from ingest.domain import Source
 from ingest.prometheus import PrometheusSource
 from ingest.replay import ReplaySource
+from models.scoring import ScoringConfig
+from models.service import CalibratorBank, ServingModels
 from prognos.sample import ensure_sample_data
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ def build_context(
         migrate(engine)
     source, targets = build_source(settings)
     log.info("source: %s; %d target(s)", source.describe(), len(targets))
+    shape = {k: v for k, v in settings.models.config.items() if k in ("context_length", "horizon")}
     return ServiceContext(
         settings=settings,
         engine=engine,
@@ -47,4 +50,6 @@ def build_context(
         source=source,
         targets=targets,
         clock=clock or SystemClock(),
+        models=ServingModels(cold_start=settings.models.cold_start, cold_config=shape),
+        calibrators=CalibratorBank(ScoringConfig()),
     )

@@ -48,6 +48,13 @@ def build_scheduler(context: ServiceContext, *, blocking: bool) -> BaseScheduler
     return scheduler
 
 
+def _retrain(context: ServiceContext) -> None:
+    try:
+        jobs.retrain(context)
+    except Exception:  # a failed training leaves the active model serving
+        log.exception("retraining failed; the active model keeps serving")
+
+
 def run_daemon(context: ServiceContext) -> None:
     """Block running the scheduler until SIGTERM or SIGINT, then let running jobs finish."""
     scheduler = build_scheduler(context, blocking=True)

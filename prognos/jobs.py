@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 
 from api.context import ServiceContext
+from core.clock import to_epoch
 from core.database import session_scope
+from core.settings import TargetSettings
 from ingest import service as ingest_service
 from ingest.errors import IngestError
 from ingest.service import IngestSummary
+from models import service as model_service
+from models.forecasters.base import EpochCallback
+from models.service import CycleSummary, TrainingOutcome
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,104 @@ def ingest_cycle(context: ServiceContext) -> list[IngestSummary]:
             )
         summaries.append(summary)
     return summaries
+
+
+def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
+    """Score every series' newest step against its earlier forecast, then forecast again."""
+    summaries = []
+    for target in context.targets:
+        with session_scope(context.sessions) as session:
+            try:
+                summary = model_service.forecast_cycle(
+                    session,
+                    target=target,
+                    models=context.models,
+                    calibrators=context.calibrators,
+                    anomaly_threshold=context.settings.models.anomaly_threshold,
+                    now=context.clock.now(),
+                )
+                session.commit()
+            except Exception:
+                session.rollback()
+                log.exception("forecast of target %s failed", target.name)
+                continue
+        if summary.status == "ok":
+            log.info(
+                "forecast %s: %d series (%d cold start), %d scored, %d anomalous, %s, %.2fs",
+                target.name,
+                summary.series,
+                summary.cold_start,
+                summary.scored,
+                summary.anomalies,
+                summary.model,
+                summary.seconds,
+            )
+        summaries.append(summary)
+    return summaries
+
+
+def cycle(context: ServiceContext) -> None:
+    """The scheduler's main job: ingest, then forecast and score what was ingested."""
+    ingest_cycle(context)
+    forecast_cycle(context)
+
+
+def retrain(
+    context: ServiceContext, *, on_epoch: EpochCallback | None = None
+) -> list[TrainingOutcome]:
+    """Fit a new model version per step size on the history window; promote it if better."""
+    from ingest.history import backfill
+    from models.domain import History
+
+    settings = context.settings
+    now = context.clock.now()
+    end = to_epoch(now - settings.ingest.lag)
+    start = end - int(settings.models.history.total_seconds())
+    outcomes = []
+    by_step: dict[int, list[TargetSettings]] = {}
+    for target in context.targets:
+        by_step.setdefault(target.step_seconds, []).append(target)
+    for step, targets in sorted(by_step.items()):
+        histories: list[History] = []
+        for target in targets:
+            result = backfill(
+                source=context.source,
+                target=target,
+                start=start,
+                end=end,
+                complete_before=end,
+                cache_dir=settings.cache_dir,
+            )
+            histories.extend(
+                History.from_points(s.key, s.timestamps, s.values, step)
+                for s in result.series
+                if len(s) > 1
+            )
+        with session_scope(context.sessions) as session:
+            outcome = model_service.train_model(
+                session,
+                histories=histories,
+                forecaster_name=settings.models.forecaster,
+                forecaster_config=settings.models.config,
+                holdout=settings.models.holdout,
+                model_dir=settings.model_dir,
+                targets=[t.name for t in targets],
+                now=now,
+                on_epoch=on_epoch,
+            )
+            session.commit()
+        log.info(
+            "trained %s v%d in %.0fs (%d epochs): held-out loss %.4g vs active %s → %s",
+            f"step{step}s",
+            outcome.version,
+            outcome.seconds,
+            outcome.epochs,
+            outcome.candidate_loss,
+            outcome.active_loss,
+            "promoted" if outcome.promoted else "kept the active model",
+        )
+        outcomes.append(outcome)
+    return outcomes
 
 
 def prune_samples(context: ServiceContext) -> int:

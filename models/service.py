@@ -1,0 +1,409 @@
+"""Serving: load the active model, forecast every series of a target in one batch, score each
+newest observation against the forecast made before it, and keep the newest forecast.
+
+Plus training: fit a new version on history, compare it with the active one on held-out recent
+data, register it, and promote it only if it is better.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from core.clock import from_epoch
+from core.database import dialect_insert
+from core.settings import TargetSettings
+from ingest.tables import SampleRow, SeriesRow, WatermarkRow
+from models import registry
+from models.artifacts import ArtifactMetadata, load_model, save_model
+from models.domain import ContextBatch, History
+from models.errors import ModelArtifactError, ModelError
+from models.forecasters.base import EpochCallback, Forecaster
+from models.forecasters.registry import build
+from models.scoring import Calibrator, ScoringConfig, residual_z
+from models.tables import AnomalyScoreRow, ForecastRow
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- models in use
+
+
+class ServingModels:
+    """The forecaster each step size is served by: the active registry version, else the
+    cold-start band. A version whose artifact fails to load is skipped with an error, and the
+    model that was serving keeps serving."""
+
+    def __init__(self, *, cold_start: str, cold_config: dict[str, Any]) -> None:
+        self.cold_start = cold_start
+        self.cold_config = cold_config
+        self._loaded: dict[int, tuple[int | None, Forecaster]] = {}
+
+    def for_step(self, db_session: Session, step: int) -> Forecaster:
+        family = registry.family_for(step)
+        row = registry.active_model(db_session, family)
+        cached = self._loaded.get(step)
+        if row is not None and (cached is None or cached[0] != row.id):
+            try:
+                forecaster, _ = load_model(Path(row.path))
+                self._loaded[step] = (row.id, forecaster)
+                log.info("serving %s v%d (%s)", family, row.version, row.forecaster)
+            except ModelArtifactError as exc:
+                log.error(
+                    "active model %s v%d cannot be loaded, keeping the previous one: %s",
+                    family,
+                    row.version,
+                    exc.message,
+                )
+        if step not in self._loaded:
+            self._loaded[step] = (None, self.cold(step))
+        return self._loaded[step][1]
+
+    def cold(self, step: int) -> Forecaster:
+        forecaster = build(self.cold_start, self.cold_config)
+        forecaster.mark_fitted(step)
+        return forecaster
+
+
+class CalibratorBank:
+    """Per-series calibration state, rebuilt from stored scores the first time a series shows up
+    in this process (so a restart continues where the last process stopped)."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        self._state: dict[int, tuple[Calibrator, float | None]] = {}
+
+    def load(self, db_session: Session, series_ids: Sequence[int]) -> None:
+        missing = [s for s in series_ids if s not in self._state]
+        for series_id in missing:
+            rows = (
+                db_session.execute(
+                    sa.select(AnomalyScoreRow.magnitude)
+                    .where(AnomalyScoreRow.series_id == series_id)
+                    .order_by(AnomalyScoreRow.ts.desc())
+                    .limit(self.config.calibration_size)
+                )
+                .scalars()
+                .all()
+            )
+            calibrator = Calibrator(self.config)
+            for magnitude in reversed(rows):
+                calibrator.observe(float(magnitude))
+            self._state[series_id] = (calibrator, float(rows[0]) if rows else None)
+
+    def score(self, series_id: int, z: float) -> tuple[float, float | None]:
+        """(smoothed magnitude, calibrated score or None while too little history)."""
+        calibrator, last = self._state[series_id]
+        alpha = self.config.ewma_alpha
+        magnitude = abs(z) if last is None else alpha * abs(z) + (1 - alpha) * last
+        score = calibrator.observe(magnitude)
+        self._state[series_id] = (calibrator, magnitude)
+        return magnitude, (None if np.isnan(score) else float(score))
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSummary:
+    target: str
+    status: str
+    end: int | None = None
+    series: int = 0
+    scored: int = 0
+    anomalies: int = 0
+    cold_start: int = 0
+    model: str = ""
+    seconds: float = 0.0
+
+
+def forecast_cycle(
+    db_session: Session,
+    *,
+    target: TargetSettings,
+    models: ServingModels,
+    calibrators: CalibratorBank,
+    anomaly_threshold: float,
+    now: datetime,
+) -> CycleSummary:
+    """Score the newest stored step of every series of `target`, then forecast from it.
+
+    Idempotent per step: a second call for the same newest step does nothing.
+    """
+    started = time.perf_counter()
+    step = target.step_seconds
+    mark = db_session.get(WatermarkRow, target.name)
+    if mark is None:
+        return CycleSummary(target.name, "noop")
+    end = mark.watermark
+    forecaster = models.for_step(db_session, step)
+    length = forecaster.context_length
+    ids, windows = _windows(db_session, target=target.name, end=end, step=step, length=length)
+    if not ids:
+        return CycleSummary(target.name, "noop", end)
+    previous = {
+        row.series_id: row
+        for row in db_session.scalars(sa.select(ForecastRow).where(ForecastRow.series_id.in_(ids)))
+    }
+    if previous and all(p.made_at >= end for p in previous.values()) and len(previous) == len(ids):
+        return CycleSummary(target.name, "noop", end)
+
+    # 1. Score each newest observation against the forecast made for it.
+    calibrators.load(db_session, ids)
+    scores = []
+    anomalies = 0
+    for row_index, series_id in enumerate(ids):
+        observed = windows[row_index, -1]
+        made = previous.get(series_id)
+        if made is None or not np.isfinite(observed) or made.made_at >= end:
+            continue
+        horizon = (end - made.made_at) // step
+        if (end - made.made_at) % step or not 1 <= horizon <= len(made.values):
+            continue
+        q = dict(zip(made.quantiles, made.values[horizon - 1], strict=True))
+        if not all(np.isfinite(q.get(k, np.nan)) for k in (0.1, 0.5, 0.9)):
+            continue
+        z = float(
+            residual_z(
+                np.array([observed]), np.array([q[0.1]]), np.array([q[0.5]]), np.array([q[0.9]])
+            )[0]
+        )
+        magnitude, score = calibrators.score(series_id, z)
+        anomalies += int(score is not None and score >= anomaly_threshold)
+        scores.append(
+            {
+                "series_id": series_id,
+                "ts": end,
+                "z": z,
+                "magnitude": magnitude,
+                "score": score,
+                "model": made.model,
+            }
+        )
+    if scores:
+        insert = dialect_insert(db_session, AnomalyScoreRow.__table__)
+        db_session.execute(
+            insert.on_conflict_do_nothing(index_elements=["series_id", "ts"]), scores
+        )
+
+    # 2. Forecast from the newest step: the model where history suffices, else the cold band.
+    batch = ContextBatch(windows.astype(np.float32), np.full(len(ids), end, dtype=np.int64), step)
+    forecast = forecaster.predict(batch).values
+    observed_share = np.isfinite(windows).mean(axis=1)
+    cold = observed_share < 0.5
+    model_name = forecaster.version
+    if cold.any() and forecaster.name != models.cold_start:
+        fallback = models.cold(step).predict(batch).values
+        forecast[cold] = fallback[cold]
+    rows = []
+    for row_index, series_id in enumerate(ids):
+        values = forecast[row_index]
+        if not np.isfinite(values).all():
+            continue
+        rows.append(
+            {
+                "series_id": series_id,
+                "made_at": end,
+                "step": step,
+                "model": models.cold_start if cold[row_index] else model_name,
+                "quantiles": list(forecaster.quantiles),
+                "values": values.round(9).tolist(),
+                "created_at": now,
+            }
+        )
+    _upsert_forecasts(db_session, rows)
+    return CycleSummary(
+        target.name,
+        "ok",
+        end,
+        len(ids),
+        len(scores),
+        anomalies,
+        int(cold.sum()),
+        model_name,
+        time.perf_counter() - started,
+    )
+
+
+def _windows(
+    db_session: Session, *, target: str, end: int, step: int, length: int
+) -> tuple[list[int], np.ndarray]:
+    """The last `length` steps up to `end` of every series of the target seen in that span."""
+    start = end - (length - 1) * step
+    series_ids = sa.select(SeriesRow.id).where(SeriesRow.target == target)
+    rows = db_session.execute(
+        sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
+            SampleRow.series_id.in_(series_ids), SampleRow.ts >= start, SampleRow.ts <= end
+        )
+    ).all()
+    if not rows:
+        return [], np.empty((0, length))
+    data = np.array(rows, dtype=np.float64)
+    ids, inverse = np.unique(data[:, 0].astype(np.int64), return_inverse=True)
+    windows = np.full((len(ids), length), np.nan)
+    column = ((data[:, 1].astype(np.int64) - start) // step).astype(np.int64)
+    windows[inverse.reshape(-1), column] = data[:, 2]
+    return [int(i) for i in ids], windows
+
+
+def _upsert_forecasts(db_session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    insert = dialect_insert(db_session, ForecastRow.__table__)
+    statement = insert.on_conflict_do_update(
+        index_elements=["series_id"],
+        set_={
+            name: insert.excluded[name]
+            for name in ("made_at", "step", "model", "quantiles", "values", "created_at")
+        },
+    )
+    db_session.execute(statement, rows)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingOutcome:
+    model_id: int
+    version: int
+    promoted: bool
+    candidate_loss: float
+    active_loss: float | None
+    seconds: float
+    epochs: int
+
+
+def holdout_loss(
+    forecaster: Forecaster, histories: Sequence[History], *, origins: int = 20
+) -> float:
+    """Mean pinball loss, per series scale, over evenly spaced origins of each history's end."""
+    qs = np.asarray(forecaster.quantiles)
+    length, horizon = forecaster.context_length, forecaster.horizon
+    contexts, actuals, ends, scales = [], [], [], []
+    for history in histories:
+        n = len(history)
+        last_origin = n - horizon
+        if last_origin <= length:
+            continue
+        for origin in np.linspace(
+            length, last_origin, num=min(origins, last_origin - length + 1), dtype=int
+        ):
+            contexts.append(history.values[origin - length : origin])
+            actuals.append(history.values[origin : origin + horizon])
+            ends.append(history.start + (origin - 1) * history.step)
+            scale = np.nanmean(np.abs(np.diff(history.values[:origin])))
+            scales.append(scale if np.isfinite(scale) and scale > 0 else 1.0)
+    if not contexts:
+        return float("nan")
+    step = histories[0].step
+    forecast = forecaster.predict(
+        ContextBatch(np.array(contexts, dtype=np.float32), np.array(ends, dtype=np.int64), step)
+    ).values
+    actual = np.array(actuals)[:, :, None]
+    diff = actual - forecast
+    loss = np.maximum(qs * diff, (qs - 1) * diff) / np.array(scales)[:, None, None]
+    return float(np.nanmean(loss))
+
+
+def train_model(
+    db_session: Session,
+    *,
+    histories: Sequence[History],
+    forecaster_name: str,
+    forecaster_config: dict[str, Any],
+    holdout: float,
+    model_dir: Path,
+    targets: Sequence[str],
+    now: datetime,
+    on_epoch: EpochCallback | None = None,
+    loader: Callable[[Path], tuple[Forecaster, ArtifactMetadata]] = load_model,
+) -> TrainingOutcome:
+    """Fit a new version, compare it with the active one on the held-out tail, register it, and
+    promote it only if its held-out loss is lower (or nothing is active yet)."""
+    if not histories:
+        raise ModelError("no history to train on: run `prognos backfill` or let ingest run first")
+    started = time.perf_counter()
+    step = histories[0].step
+    cut = [max(1, int(len(h) * (1 - holdout))) for h in histories]
+    train = [
+        History(h.key, h.step, h.start, h.values[:c]) for h, c in zip(histories, cut, strict=True)
+    ]
+    forecaster = build(forecaster_name, forecaster_config)
+    report = forecaster.fit(train, on_epoch=on_epoch)
+    # Score both on the held-out tail, each with the context just before it.
+    tail = [
+        History(
+            h.key,
+            h.step,
+            h.start + (c - forecaster.context_length) * h.step,
+            h.values[max(0, c - forecaster.context_length) :],
+        )
+        for h, c in zip(histories, cut, strict=True)
+    ]
+    candidate_loss = holdout_loss(forecaster, tail)
+    family = registry.family_for(step)
+    current = registry.active_model(db_session, family)
+    active_loss = None
+    if current is not None:
+        try:
+            active, _ = loader(Path(current.path))
+            active_loss = holdout_loss(active, tail)
+        except ModelArtifactError as exc:
+            log.error("the active model cannot be loaded for comparison: %s", exc.message)
+    version = registry.next_version(db_session, family)
+    starts = [h.start for h in histories]
+    ends = [h.start + (len(h) - 1) * h.step for h in histories]
+    metadata = ArtifactMetadata(
+        name=family,
+        version=str(version),
+        train_start=from_epoch(min(starts)),
+        train_end=from_epoch(max(ends)),
+        series_count=len(histories),
+        targets=tuple(targets),
+        metrics={
+            "holdout_pinball": candidate_loss,
+            "best_val_loss": report.best_val_loss,
+            "epochs": float(report.epochs),
+        },
+    )
+    path = save_model(forecaster, model_dir / family / f"v{version}", metadata=metadata)
+    row = registry.register(
+        db_session,
+        family=family,
+        forecaster=forecaster_name,
+        step=step,
+        path=path,
+        metadata=metadata,
+        version=version,
+        now=now,
+    )
+    better = active_loss is None or (np.isfinite(candidate_loss) and candidate_loss < active_loss)
+    if better:
+        registry.promote(
+            db_session,
+            model_id=row.id,
+            now=now,
+            note=f"held-out pinball {candidate_loss:.4g} vs {active_loss}",
+        )
+    else:
+        registry.reject(
+            db_session,
+            model_id=row.id,
+            reason=f"held-out pinball {candidate_loss:.4g} ≥ active {active_loss:.4g}",
+        )
+    return TrainingOutcome(
+        row.id,
+        version,
+        better,
+        candidate_loss,
+        active_loss,
+        time.perf_counter() - started,
+        report.epochs,
+    )

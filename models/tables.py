@@ -1,0 +1,66 @@
+"""Tables owned by models: the model registry, each series' latest forecast, anomaly scores."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.database import Base, UTCDateTime
+
+
+class ModelRow(Base):
+    """One trained model version of a family (one family per step size)."""
+
+    __tablename__ = "models"
+    __table_args__ = (sa.UniqueConstraint("family", "version", name="uq_models_family_version"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    family: Mapped[str] = mapped_column(sa.String(64), index=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    forecaster: Mapped[str] = mapped_column(sa.String(32))
+    step: Mapped[int] = mapped_column(sa.Integer)
+    path: Mapped[str] = mapped_column(sa.Text)
+    # candidate -> active -> retired; candidate -> rejected (lost to the active model)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    train_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    train_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    series_count: Mapped[int] = mapped_column(sa.Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ForecastRow(Base):
+    """The newest forecast of a series: quantiles for steps 1..H after `made_at`."""
+
+    __tablename__ = "forecasts"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    made_at: Mapped[int] = mapped_column(sa.BigInteger)
+    step: Mapped[int] = mapped_column(sa.Integer)
+    model: Mapped[str] = mapped_column(sa.String(96))
+    quantiles: Mapped[list[float]] = mapped_column(sa.JSON)
+    values: Mapped[list[list[float]]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AnomalyScoreRow(Base):
+    """The score of one observation: residual z against the forecast made before it, its
+    smoothed magnitude and the calibrated score (0 normal, ~3 rare)."""
+
+    __tablename__ = "anomaly_scores"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    ts: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    z: Mapped[float] = mapped_column(sa.Float(precision=53))
+    magnitude: Mapped[float] = mapped_column(sa.Float(precision=53))
+    score: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    model: Mapped[str] = mapped_column(sa.String(96))

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import problems
 from api.context import ServiceContext
 from api.metrics import build_registry
-from api.routes import health, series
+from api.routes import health, predictions, series
 
 
 def _version() -> str:
@@ -47,4 +47,5 @@ def create_app(context: ServiceContext) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(series.router)
+    app.include_router(predictions.router)
     return app

@@ -10,11 +10,17 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from api.context import ServiceContext
 from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
+from models.tables import AnomalyScoreRow, ForecastRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -67,6 +73,65 @@ class StateCollector(Collector):
                     if newest is not None:
                         last_ok.add_metric([target], _epoch(newest))
         yield from (series, watermark, points, runs, last_ok)
+        yield from self._predictions()
+
+    def _predictions(self) -> Iterator[Metric]:
+        """Forecasts at 5/15/30 minutes ahead and the newest anomaly score of every series."""
+        forecast = Metric("prognos_forecast", "Forecast quantiles per series and horizon", "gauge")
+        score = Metric("prognos_anomaly_score", "Newest calibrated anomaly score", "gauge")
+        flag = Metric(
+            "prognos_anomaly", "1 if the newest score is at or above the threshold", "gauge"
+        )
+        threshold = self.context.settings.models.anomaly_threshold
+        with self.context.sessions() as session:
+            rows = session.execute(
+                sa.select(ForecastRow, SeriesRow).join(
+                    SeriesRow, SeriesRow.id == ForecastRow.series_id
+                )
+            ).all()
+            for f, s in rows:
+                base = _labels(s)
+                for label, seconds in _HORIZONS:
+                    h = seconds // f.step
+                    if seconds % f.step or not 1 <= h <= len(f.values):
+                        continue
+                    for q, value in zip(f.quantiles, f.values[h - 1], strict=True):
+                        forecast.add_sample(
+                            "prognos_forecast",
+                            {**base, "prognos_quantile": f"{q:g}", "horizon": label},
+                            value,
+                        )
+            newest = (
+                sa.select(AnomalyScoreRow.series_id, sa.func.max(AnomalyScoreRow.ts).label("ts"))
+                .group_by(AnomalyScoreRow.series_id)
+                .subquery()
+            )
+            scored = session.execute(
+                sa.select(AnomalyScoreRow.score, SeriesRow)
+                .join(
+                    newest,
+                    (newest.c.series_id == AnomalyScoreRow.series_id)
+                    & (newest.c.ts == AnomalyScoreRow.ts),
+                )
+                .join(SeriesRow, SeriesRow.id == AnomalyScoreRow.series_id)
+                .where(AnomalyScoreRow.score.is_not(None))
+            ).all()
+            for latest, s in scored:
+                if latest is None:
+                    continue
+                score.add_sample("prognos_anomaly_score", _labels(s), latest)
+                flag.add_sample("prognos_anomaly", _labels(s), float(latest >= threshold))
+        yield from (forecast, score, flag)
+
+
+_HORIZONS = (("5m", 300), ("15m", 900), ("30m", 1800))
+
+
+def _labels(series: SeriesRow) -> dict[str, str]:
+    """The series' own labels plus its target; internal names (`__name__`) are left out."""
+    labels = {k: v for k, v in series.labels.items() if not k.startswith("__")}
+    labels["target"] = series.target
+    return labels
 
 
 def _epoch(value: object) -> float:

@@ -24,14 +24,26 @@ def build_scheduler(context: ServiceContext, *, blocking: bool) -> BaseScheduler
     interval = context.settings.ingest.interval
     common = {"max_instances": 1, "coalesce": True, "replace_existing": True}
     scheduler.add_job(
-        jobs.ingest_cycle,
+        jobs.cycle,
         "interval",
         seconds=interval.total_seconds(),
         args=[context],
-        id="ingest",
-        name="ingest cycle",
+        id="cycle",
+        name="ingest + forecast + score",
         next_run_time=context.clock.now(),
         misfire_grace_time=max(1, int(interval.total_seconds())),
+        **common,
+    )
+    retrain_every = context.settings.models.retrain_interval.total_seconds()
+    scheduler.add_job(
+        _retrain,
+        "interval",
+        seconds=retrain_every,
+        args=[context],
+        id="retrain",
+        name="retrain models",
+        next_run_time=context.clock.now() + timedelta(minutes=2),
+        misfire_grace_time=int(retrain_every),
         **common,
     )
     scheduler.add_job(

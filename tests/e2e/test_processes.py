@@ -87,6 +87,18 @@ def _series(base: str, token: str) -> list[dict]:
     raise AssertionError("no series appeared")
 
 
+def _forecasts(base: str, token: str) -> list[dict]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = requests.get(
+            f"{base}/v1/forecasts", headers={"Authorization": f"Bearer {token}"}, timeout=5
+        ).json()
+        if len(body["items"]) >= 8:
+            return body["items"]
+        time.sleep(0.5)
+    raise AssertionError("no forecasts appeared")
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=30)
@@ -115,7 +127,15 @@ def test_run_serves_ingests_and_stops_cleanly(tmp_path: Path, started: list) -> 
     ).json()
     assert len(samples["points"]) > 100  # the first cycle pulled the lookback window
 
+    forecasts = _forecasts(base, token)
+    assert {f["target"] for f in forecasts} >= {"cpu", "memory"}
+    assert all(len(f["points"]) == 30 for f in forecasts)  # 30 min ahead at 60 s steps
+    first = forecasts[0]["points"][0]["quantiles"]
+    assert first["p10"] <= first["p50"] <= first["p90"]
+
     metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert 'horizon="15m"' in metrics
+    assert 'prognos_quantile="0.9"' in metrics
     assert 'prognos_series{target="cpu"}' in metrics
     assert "prognos_ingest_runs_total" in metrics
     assert requests.get(f"{base}/docs", timeout=5).status_code == 200

@@ -271,6 +271,7 @@ def _upsert_forecasts(db_session: Session, rows: list[dict[str, Any]]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class TrainingOutcome:
+    family: str
     model_id: int
     version: int
     promoted: bool
@@ -298,7 +299,9 @@ def holdout_loss(
             contexts.append(history.values[origin - length : origin])
             actuals.append(history.values[origin : origin + horizon])
             ends.append(history.start + (origin - 1) * history.step)
-            scale = np.nanmean(np.abs(np.diff(history.values[:origin])))
+            steps = np.abs(np.diff(history.values[:origin]))
+            steps = steps[np.isfinite(steps)]
+            scale = float(steps.mean()) if steps.size else 1.0
             scales.append(scale if np.isfinite(scale) and scale > 0 else 1.0)
     if not contexts:
         return float("nan")
@@ -399,6 +402,7 @@ def train_model(
             reason=f"held-out pinball {candidate_loss:.4g} ≥ active {active_loss:.4g}",
         )
     return TrainingOutcome(
+        family,
         row.id,
         version,
         better,

@@ -28,6 +28,7 @@ from core.durations import format_duration, parse_duration
 from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
+from models.forecasters.base import EpochReport
 
 app = typer.Typer(
     name="prognos",
@@ -347,6 +348,113 @@ def nab_score(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_json(), indent=2))
+
+
+models_app = typer.Typer(
+    help="The model registry: versions, promotion, rollback.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@app.command()
+def train() -> None:
+    """Train a new model version on `models.history`; promote it only if it beats the active one
+    on held-out recent data (what the daemon does every `models.retrain_interval`)."""
+    from prognos import jobs
+
+    settings = _settings()
+    context = _context(settings)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("training", total=None, loss="")
+
+        def epoch(report: EpochReport) -> None:
+            mark = " *" if report.best else ""
+            bar.update(
+                task,
+                total=report.max_epochs,
+                completed=report.epoch,
+                loss=f"val loss {report.val_loss:.4f}{mark}",
+            )
+
+        outcomes = jobs.retrain(context, on_epoch=epoch)
+    table = Table("family", "version", "epochs", "held-out loss", "active's loss", "result")
+    for o in outcomes:
+        table.add_row(
+            o.family,
+            str(o.version),
+            str(o.epochs),
+            f"{o.candidate_loss:.4f}",
+            "-" if o.active_loss is None else f"{o.active_loss:.4f}",
+            "promoted" if o.promoted else "rejected: the active model is better",
+        )
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Model versions with their state and held-out metrics."""
+    from models import registry
+
+    context = _context(_settings())
+    with session_scope(context.sessions) as session:
+        table = Table(
+            "id",
+            "family",
+            "version",
+            "forecaster",
+            "status",
+            "trained on",
+            "series",
+            "held-out loss",
+            "note",
+        )
+        for row in registry.list_models(session):
+            loss = row.metrics.get("holdout_pinball")
+            table.add_row(
+                str(row.id),
+                row.family,
+                str(row.version),
+                row.forecaster,
+                row.status,
+                f"{row.train_start:%m-%d %H:%M} → {row.train_end:%m-%d %H:%M}",
+                str(row.series_count),
+                "-" if loss is None else f"{loss:.4f}",
+                row.note or "",
+            )
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(model_id: Annotated[int, typer.Argument(help="id from `models list`")]) -> None:
+    """Make a version active (refused if its artifact does not load)."""
+    from models import registry
+
+    context = _context(_settings())
+    with session_scope(context.sessions) as session:
+        row = registry.promote(
+            session, model_id=model_id, now=context.clock.now(), note="promoted by hand"
+        )
+        session.commit()
+        err.print(f"{row.family} v{row.version} is now active")
+
+
+@models_app.command("rollback")
+def models_rollback(family: Annotated[str, typer.Argument(help="e.g. step60s")]) -> None:
+    """Return to the newest earlier version whose artifact still loads."""
+    from models import registry
+
+    context = _context(_settings())
+    with session_scope(context.sessions) as session:
+        row = registry.rollback(session, family=family, now=context.clock.now())
+        session.commit()
+        err.print(f"{row.family} is back on v{row.version}")
 
 
 @app.command("series")

@@ -49,13 +49,16 @@ def test_prometheus_settings_build_a_prometheus_source(tmp_path: Path) -> None:
     assert not (tmp_path / "sample").exists()  # no sample data written for Prometheus
 
 
-def test_the_scheduler_runs_ingest_and_prune_without_overlap(tmp_path: Path) -> None:
-    context = build_context(Settings(data_dir=tmp_path, ingest={"interval": "2m"}))
+def test_the_scheduler_runs_each_job_without_overlap(tmp_path: Path) -> None:
+    context = build_context(
+        Settings(data_dir=tmp_path, ingest={"interval": "2m"}, models={"retrain_interval": "6h"})
+    )
     try:
         scheduler = build_scheduler(context, blocking=False)
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"ingest", "prune"}
-        assert jobs["ingest"].trigger.interval.total_seconds() == 120
-        assert jobs["ingest"].max_instances == 1 and jobs["ingest"].coalesce
+        assert set(jobs) == {"cycle", "retrain", "prune"}
+        assert jobs["cycle"].trigger.interval.total_seconds() == 120
+        assert jobs["retrain"].trigger.interval.total_seconds() == 6 * 3600
+        assert all(job.max_instances == 1 and job.coalesce for job in jobs.values())
     finally:
         context.engine.dispose()

@@ -9,6 +9,7 @@ series; beyond the largest score seen, the upper tail continues linearly.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -59,7 +60,7 @@ class Calibrator:
     def __init__(self, config: ScoringConfig | None = None) -> None:
         self.config = config or ScoringConfig()
         self._sorted: list[float] = []
-        self._fifo: list[float] = []
+        self._fifo: deque[float] = deque()
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -88,7 +89,7 @@ class Calibrator:
             bisect.insort(self._sorted, score)
             self._fifo.append(score)
             if len(self._fifo) > self.config.calibration_size:
-                old = self._fifo.pop(0)
+                old = self._fifo.popleft()
                 del self._sorted[bisect.bisect_left(self._sorted, old)]
         return calibrated
 

@@ -47,7 +47,7 @@ class LSTMConfig(ForecasterConfig):
     min_observed: float = 0.5
     seed: int = 0
     num_threads: int | None = None
-    predict_batch_size: int = 8192
+    predict_batch_size: int = 1024  # cache-friendly: faster than one huge batch on CPU
 
     @model_validator(mode="after")
     def _has_median(self) -> Self:
@@ -226,6 +226,8 @@ class GlobalLSTMForecaster(Forecaster):
 
     def _predict(self, batch: ContextBatch) -> np.ndarray:
         cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         values = _fit_length(batch.values.astype(np.float64), cfg.context_length)
         out = np.empty((len(values), cfg.horizon, len(cfg.quantiles)))
         self.net.eval()

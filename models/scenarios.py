@@ -111,7 +111,7 @@ NORMAL_LEVEL_LOG10: Range = (1.0, 3.0)  #: level between 10 and 1000
 NORMAL_DAILY: Range = (0.1, 0.6)
 NORMAL_NOISE: Range = (0.01, 0.08)  #: noise sigma, share of the level
 SHIFT_COUNT: tuple[int, int] = (1, 3)
-SHIFT_SIZE: Range = (0.1, 0.4)  #: share of the level, up or down
+SHIFT_SIZE: Range = (0.1, 0.4)  #: relative step of the whole series, up or down
 SHIFT_WINDOW: Range = (0.3 * DAY, 2.9 * DAY)
 GAP_COUNT: tuple[int, int] = (2, 6)
 GAP_LENGTH: Range = (5 * MINUTE, 3 * HOUR)
@@ -181,17 +181,15 @@ def generate(kind: str, seed: int, step: int = STEP) -> Scenario:
     if kind in BREACH_KINDS:
         found = crossings(values, threshold, REARM // step)
         if not found or found[0] < WARMUP // step:  # a generator bug, never the caller's
-            raise AssertionError(f"{kind}-{seed}: first crossing {found[:1]} before the warmup")
+            raise RuntimeError(f"{kind}-{seed}: first crossing {found[:1]} before the warmup")
     else:
         found = ()
         if np.nanmax(values) >= threshold:
-            raise AssertionError(f"{kind}-{seed}: a normal scenario reaches its threshold")
+            raise RuntimeError(f"{kind}-{seed}: a normal scenario reaches its threshold")
     return Scenario(kind, int(seed), values, step, start, float(threshold), found)
 
 
-def suite(
-    seeds: Iterable[int], kinds: Sequence[str] = KINDS, step: int = STEP
-) -> list[Scenario]:
+def suite(seeds: Iterable[int], kinds: Sequence[str] = KINDS, step: int = STEP) -> list[Scenario]:
     """Every kind for every seed, seed-major (seed 0 all kinds, then seed 1, ...)."""
     return [generate(kind, seed, step) for seed in seeds for kind in kinds]
 
@@ -199,7 +197,8 @@ def suite(
 def crossings(values: FloatArray, threshold: float, rearm: int) -> tuple[int, ...]:
     """Indices where `values` reach `threshold` (>=) after >= `rearm` steps without doing so.
 
-    Gaps (NaN) are neither above nor below: they do not end an excursion by themselves.
+    Steps below the threshold and gaps (NaN) both count as "without"; an excursion interrupted
+    by fewer than `rearm` such steps stays one crossing.
     """
     above = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= threshold)
     if above.size == 0:
@@ -268,13 +267,13 @@ class _Grid:
     def noise(self, sigma: float | FloatArray) -> FloatArray:
         """AR(1) Gaussian noise with marginal sigma `sigma` and a random lag-one correlation."""
         phi = self.u(NOISE_AR)
-        shocks = self.rng.normal(size=self.n) * math.sqrt(1 - phi * phi)
-        out = np.empty(self.n)
-        level = self.rng.normal()
-        for i in range(self.n):
-            level = phi * level + shocks[i]
-            out[i] = level
-        return out * sigma
+        shocks = (self.rng.normal(size=self.n) * math.sqrt(1 - phi * phi)).tolist()
+        level = float(self.rng.normal())
+        out = []
+        for shock in shocks:
+            level = phi * level + shock
+            out.append(level)
+        return np.asarray(out) * sigma
 
 
 def _memory_leak(g: _Grid) -> tuple[FloatArray, float]:
@@ -348,7 +347,7 @@ def _queue_saturation(g: _Grid) -> tuple[FloatArray, float]:
     drain = g.steps(QUEUE_DRAIN, minimum=1)
     fade = np.clip(1.0 - (np.arange(g.n - drain_from) / drain), 0.0, 1.0)
     backlog[drain_from:] = backlog[drain_from] * fade
-    return np.round(np.maximum(normal + backlog * wobble, 0.0)), alert
+    return np.asarray(np.round(np.maximum(normal + backlog * wobble, 0.0)), dtype=np.float64), alert
 
 
 def _normal_base(g: _Grid, daily: Range = NORMAL_DAILY) -> tuple[FloatArray, float]:
@@ -368,7 +367,7 @@ def _level_shift(g: _Grid) -> tuple[FloatArray, float]:
     values = values + g.noise(level * g.u(NORMAL_NOISE))
     for _ in range(int(g.rng.integers(SHIFT_COUNT[0], SHIFT_COUNT[1] + 1))):
         at = g.index(g.u(SHIFT_WINDOW))
-        values[at:] += g.rng.choice([-1.0, 1.0]) * g.u(SHIFT_SIZE) * level
+        values[at:] *= 1.0 + g.rng.choice([-1.0, 1.0]) * g.u(SHIFT_SIZE)
     return values, sre_threshold(values)
 
 

@@ -1,0 +1,283 @@
+"""Breach prediction from quantiles, the warning rule, and the warning evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from ingest.domain import SeriesKey
+from models.breach import (
+    Breach,
+    BreachConfig,
+    exceed_probability,
+    next_streak,
+    predict_breach,
+    warning_mask,
+)
+from models.domain import QuantileForecast
+from models.errors import ModelInputError
+from models.evaluation.breach import (
+    BreachEvalConfig,
+    BreachReport,
+    SeriesOutcome,
+    evaluate,
+    evaluate_nab,
+    false_episodes,
+    judge_warnings,
+    train,
+)
+from models.forecasters.base import Forecaster
+from models.forecasters.registry import build
+from models.scenarios import generate
+
+STEP = 60
+END = 1_700_000_040
+H = 10
+
+
+def forecast(p50: np.ndarray, spread: float = 1.0, model: str = "test") -> QuantileForecast:
+    """p10/p50/p90 = p50 -/+ spread, for rows of p50 [N, H]."""
+    p50 = np.atleast_2d(np.asarray(p50, dtype=np.float64))
+    values = np.stack([p50 - spread, p50, p50 + spread], axis=-1)
+    end = np.full(len(p50), END, dtype=np.int64)
+    return QuantileForecast(values, (0.1, 0.5, 0.9), end, STEP, model)
+
+
+# ------------------------------------------------------------------------ predict_breach
+
+
+def test_a_median_well_above_from_step_5_gives_certainty_and_eta_5() -> None:
+    p50 = np.where(np.arange(1, H + 1) >= 5, 150.0, 50.0)
+    pred = predict_breach(forecast(p50), 100.0)
+    assert pred.probability[0] == pytest.approx(1.0)
+    assert pred.eta_steps[0] == 5
+    assert pred.eta[0] == END + 5 * STEP and pred.eta_seconds[0] == 300
+    assert pred.exceed[0, :4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_median_far_below_gives_zero_and_no_eta() -> None:
+    pred = predict_breach(forecast(np.full(H, 10.0)), 100.0)
+    assert pred.probability[0] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(pred.eta_steps[0]) and math.isnan(pred.eta[0])
+
+
+def test_the_split_normal_passes_through_the_quantiles() -> None:
+    values = np.array([[[8.0, 10.0, 16.0]]])  # skewed: p50 - p10 = 2, p90 - p50 = 6
+    fc = QuantileForecast(values, (0.1, 0.5, 0.9), np.array([END]), STEP, "m")
+    for thr, p in ((8.0, 0.9), (10.0, 0.5), (16.0, 0.1)):
+        assert exceed_probability(fc, thr)[0, 0] == pytest.approx(p)
+        assert exceed_probability(fc, thr, "below")[0, 0] == pytest.approx(1 - p)
+
+
+def test_probabilities_fall_as_the_threshold_rises() -> None:
+    rng = np.random.default_rng(0)
+    p50 = np.cumsum(rng.normal(0, 1, (20, H)), axis=1)
+    fc = forecast(p50, spread=2.0)
+    grid = np.linspace(-20, 20, 81)
+    above = np.stack([predict_breach(fc, t).probability for t in grid])
+    below = np.stack([predict_breach(fc, t, "below").probability for t in grid])
+    assert (np.diff(above, axis=0) <= 1e-12).all()
+    assert (np.diff(below, axis=0) >= -1e-12).all()
+    per_step = np.stack([exceed_probability(fc, t) for t in grid])
+    assert (np.diff(per_step, axis=0) <= 1e-12).all()
+
+
+def test_max_over_horizons_and_a_shorter_config_horizon() -> None:
+    p50 = np.linspace(90, 110, H)
+    full = predict_breach(forecast(p50), 100.0)
+    assert full.probability[0] == pytest.approx(full.exceed[0].max())
+    short = predict_breach(forecast(p50), 100.0, config=BreachConfig(horizon=3))
+    assert short.exceed.shape == (1, 3) and short.probability[0] < 0.01
+
+
+def test_per_series_thresholds_gaps_and_point_masses() -> None:
+    rows = np.array([np.full(H, 50.0), np.full(H, np.nan), np.full(H, 50.0)])
+    pred = predict_breach(forecast(rows, spread=0.0), np.array([50.0, 1.0, 50.5]))
+    assert pred.probability[0] == 1.0  # a point mass at the threshold reaches it
+    assert math.isnan(pred.probability[1])  # no forecast, no probability (and no warning)
+    assert pred.probability[2] == 0.0
+    assert not pred.warns(BreachConfig())[1]
+    with pytest.raises(ModelInputError, match="one per series"):
+        predict_breach(forecast(rows), np.array([1.0, 2.0]))
+    with pytest.raises(ModelInputError, match="direction"):
+        predict_breach(forecast(rows), 1.0, "sideways")  # type: ignore[arg-type]
+
+
+def test_breaches_carry_series_threshold_eta_and_source() -> None:
+    p50 = np.array([np.where(np.arange(1, H + 1) >= 3, 150.0, 50.0), np.full(H, 10.0)])
+    keys = [SeriesKey.of("mem", {"service": "order"}), SeriesKey.of("mem", {"service": "cart"})]
+    out = predict_breach(forecast(p50, model="lstm@3"), 100.0).breaches(keys, 0.5)
+    assert len(out) == 1
+    breach = out[0]
+    assert isinstance(breach, Breach)
+    assert breach.series == keys[0] and breach.threshold == 100.0
+    assert breach.eta_seconds == 180 and breach.forecast_end == END and breach.model == "lstm@3"
+
+
+def test_config_is_frozen_and_validated() -> None:
+    config = BreachConfig()
+    assert (config.probability, config.consecutive, config.eta_probability) == (0.3, 2, 0.5)
+    with pytest.raises(ValidationError):
+        BreachConfig(probability=1.5)
+    with pytest.raises(ValidationError):
+        config.consecutive = 3  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------ the warning rule
+
+
+def test_warnings_need_consecutive_forecasts() -> None:
+    p = np.array([0.6, 0.6, 0.1, 0.7, 0.8, 0.9, np.nan, 0.9])
+    rule = BreachConfig(probability=0.5, consecutive=2)
+    two = warning_mask(p, rule)
+    assert two.tolist() == [False, True, False, False, True, True, False, False]
+    one = BreachConfig(probability=0.65, consecutive=1)
+    assert warning_mask(p, one).tolist() == (np.nan_to_num(p) >= 0.65).tolist()
+    streak = np.zeros(1, dtype=np.int64)
+    base = predict_breach(forecast(np.full(H, 0.0)), 1.0)
+    daemon = []
+    for value in p:
+        pred = replace(base, probability=np.array([value]))
+        streak, warn = next_streak(streak, pred, rule)
+        daemon.append(bool(warn[0]))
+    assert daemon == two.tolist()
+
+
+# ------------------------------------------------------------------------ evaluation
+
+
+def ramp(n: int = 200, cross: int = 150) -> np.ndarray:
+    values = np.linspace(0.0, 1.0, n) * (100.0 / (cross / (n - 1)))
+    values[cross:] = np.maximum(values[cross:], 100.0)
+    return values
+
+
+def test_lead_time_is_crossing_minus_first_warning_in_the_window() -> None:
+    values = ramp()
+    assert int(np.flatnonzero(values >= 100.0)[0]) == 150
+    indices = np.arange(0, 200)
+    warn = np.zeros(200, dtype=bool)
+    warn[20:23] = True  # far too early (outside the 60 min window): a false episode
+    warn[120:125] = True  # 30 min ahead: the credited one
+    warn[140:160] = True  # later warnings do not change the lead
+    config = BreachEvalConfig()
+    found, leads, false = judge_warnings(warn, indices, values, 100.0, STEP, config)
+    assert found == (150,)
+    assert leads == (30 * 60.0,)
+    assert false == 1
+    # Only forecasts every 5 steps: the first warned forecast step sets the lead.
+    sparse = np.arange(0, 200, 5)
+    found, leads, _ = judge_warnings(warn[sparse], sparse, values, 100.0, STEP, config)
+    assert leads == (30 * 60.0,)
+
+
+def test_a_crossing_without_a_warning_before_it_is_missed() -> None:
+    values = ramp()
+    warn = np.zeros(200, dtype=bool)
+    warn[150:170] = True  # only once it has crossed: in breach, neither lead nor false
+    found, leads, false = judge_warnings(
+        warn, np.arange(200), values, 100.0, STEP, BreachEvalConfig()
+    )
+    assert found == (150,) and math.isnan(leads[0]) and false == 0
+
+
+def test_a_warning_during_an_earlier_excursion_is_not_credited_to_the_next() -> None:
+    values = np.zeros(300)
+    values[100:110] = 200.0  # first excursion
+    values[150:] = 200.0  # a second crossing 40 steps (> 30 min rearm) later
+    warn = np.zeros(300, dtype=bool)
+    warn[105:112] = True  # on while the first one was still above
+    found, leads, false = judge_warnings(
+        warn, np.arange(300), values, 100.0, STEP, BreachEvalConfig()
+    )
+    assert found == (100, 150)
+    # Raised after the first crossing, still on at 110-111 when the series was below again:
+    # carried over from the first excursion, so not a warning for the second one.
+    assert math.isnan(leads[0]) and math.isnan(leads[1])
+    assert false == 0  # justified: the series was in breach when it began
+    warn[130:133] = True  # a fresh episode 20 min before the second crossing
+    _, leads, _ = judge_warnings(warn, np.arange(300), values, 100.0, STEP, BreachEvalConfig())
+    assert leads[1] == 20 * 60.0
+
+
+def test_a_false_warning_episode_counts_once() -> None:
+    warn = np.array([0, 1, 1, 1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    assert false_episodes(warn, np.zeros(len(warn), dtype=bool)) == 3
+    long = np.ones(500, dtype=bool)
+    assert false_episodes(long, np.zeros(500, dtype=bool)) == 1
+    justified = np.zeros(len(warn), dtype=bool)
+    justified[3] = True
+    assert false_episodes(warn, justified) == 2
+    values = np.full(len(warn), 1.0)
+    _, _, false = judge_warnings(warn, np.arange(len(warn)), values, 10.0, STEP, BreachEvalConfig())
+    assert false == 3
+
+
+def test_report_shares_median_and_rates() -> None:
+    report = BreachReport("m", min_lead=900)
+    report.outcomes += [
+        SeriesOutcome("a", "memory_leak", True, 2.0, (10, 20), (1800.0, 600.0), 0, 5, 10),
+        SeriesOutcome("b", "memory_leak", True, 2.0, (30,), (math.nan,), 1, 5, 10),
+        SeriesOutcome("c", "daily", False, 2.0, (), (), 1, 3, 10),
+        SeriesOutcome("d", "daily", False, 2.0, (), (), 0, 0, 10),
+    ]
+    assert report.crossings == 3
+    assert report.share_warned() == pytest.approx(1 / 3)
+    assert report.share_warned(0.0) == pytest.approx(2 / 3)
+    assert report.median_lead_minutes == pytest.approx(20.0)
+    assert report.false_per_day() == pytest.approx(0.25)
+    assert report.false_per_day(breach=True) == pytest.approx(0.25)
+    assert report.summary()["by_kind"]["daily"]["false_episodes"] == 1
+
+
+def test_a_tiny_lstm_trained_on_early_parts_runs_the_daemon_replay() -> None:
+    scenarios = [generate("memory_leak", 1), generate("daily", 1)]
+    model = build(
+        "lstm",
+        {
+            "context_length": 24,
+            "horizon": 6,
+            "hidden_size": 8,
+            "max_epochs": 1,
+            "windows_per_epoch": 256,
+            "batch_size": 64,
+        },
+    )
+    train(model, scenarios, early_only=True)
+    config = BreachEvalConfig(every=10)
+    report = evaluate(model, scenarios, config)
+    assert report.model == model.version and report.crossings == len(scenarios[0].crossings)
+    leak, daily = report.outcomes
+    assert leak.forecasts == len(range(scenarios[0].warmup, len(scenarios[0]), 10))
+    assert daily.days == pytest.approx(2.0, rel=0.01) and daily.crossings == ()
+
+
+def test_nab_false_warnings_on_files_without_anomalies(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "artificialNoAnomaly"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    ts = np.datetime64("2014-04-01T00:00") + np.arange(600) * np.timedelta64(5, "m")
+    values = 20 + 5 * np.sin(np.arange(600) * 2 * np.pi / 288) + rng.normal(0, 0.3, 600)
+    lines = ["timestamp,value"] + [
+        f"{str(t).replace('T', ' ')}:00,{v}" for t, v in zip(ts, values, strict=True)
+    ]
+    (folder / "art_test.csv").write_text("\n".join(lines) + "\n")
+    steps: list[int] = []
+
+    def make(step: int) -> Forecaster:
+        steps.append(step)
+        model = build("naive", {"context_length": 24, "horizon": 6})
+        model.fit([generate("daily", 0, step=step).history()])
+        return model
+
+    report = evaluate_nab(make, tmp_path)
+    assert steps == [300]
+    assert report.thresholds["artificialNoAnomaly/art_test.csv"] > values.max()
+    assert report.days == pytest.approx((600 - 23) * 300 / 86_400)
+    assert report.false_per_day == 0.0  # the naive median never rises above the max
+    assert report.summary()["per_file"]["artificialNoAnomaly/art_test.csv"]["crossings"] == 0

@@ -154,10 +154,10 @@ def forecast_cycle(
     if previous and all(p.made_at >= end for p in previous.values()) and len(previous) == len(ids):
         return CycleSummary(target.name, "noop", end)
 
-    # 1. Score each newest observation against the forecast made for it.
+    # 1. Score each newest observation against the forecast made for it: pick the quantiles per
+    # series, then compute every residual in one vectorised call.
     calibrators.load(db_session, ids)
-    scores = []
-    anomalies = 0
+    picked: list[tuple[int, str, float, list[float]]] = []  # (series, model, observed, p10/50/90)
     for row_index, series_id in enumerate(ids):
         observed = windows[row_index, -1]
         made = previous.get(series_id)
@@ -167,25 +167,29 @@ def forecast_cycle(
         if (end - made.made_at) % step or not 1 <= horizon <= len(made.values):
             continue
         q = dict(zip(made.quantiles, made.values[horizon - 1], strict=True))
-        if not all(np.isfinite(q.get(k, np.nan)) for k in (0.1, 0.5, 0.9)):
-            continue
-        z = float(
-            residual_z(
-                np.array([observed]), np.array([q[0.1]]), np.array([q[0.5]]), np.array([q[0.9]])
-            )[0]
+        band = [q.get(k, np.nan) for k in (0.1, 0.5, 0.9)]
+        if np.isfinite(band).all():
+            picked.append((series_id, made.model, float(observed), band))
+    scores = []
+    anomalies = 0
+    if picked:
+        bands = np.array([b for *_, b in picked])
+        zs = residual_z(
+            np.array([o for _, _, o, _ in picked]), bands[:, 0], bands[:, 1], bands[:, 2]
         )
-        magnitude, score = calibrators.score(series_id, z)
-        anomalies += int(score is not None and score >= anomaly_threshold)
-        scores.append(
-            {
-                "series_id": series_id,
-                "ts": end,
-                "z": z,
-                "magnitude": magnitude,
-                "score": score,
-                "model": made.model,
-            }
-        )
+        for (series_id, model, _, _), z in zip(picked, zs.tolist(), strict=True):
+            magnitude, score = calibrators.score(series_id, z)
+            anomalies += int(score is not None and score >= anomaly_threshold)
+            scores.append(
+                {
+                    "series_id": series_id,
+                    "ts": end,
+                    "z": z,
+                    "magnitude": magnitude,
+                    "score": score,
+                    "model": model,
+                }
+            )
     if scores:
         insert = dialect_insert(db_session, AnomalyScoreRow.__table__)
         db_session.execute(

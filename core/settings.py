@@ -201,6 +201,59 @@ class LoggingSettings(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class SpanSettings(_Section):
+    """Span intake (`POST /v1/traces`) and the span store."""
+
+    retention: Duration = Field(default=timedelta(days=2), description="spans older are pruned")
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="larger OTLP payloads get 413"
+    )
+
+
+class RcaSettings(_Section):
+    """Root-cause ranking and how alarms group into incidents."""
+
+    baseline: Duration = Field(default=timedelta(minutes=30), description="window before onset")
+    join_within: Duration = Field(
+        default=timedelta(minutes=5), description="alarms this close join one open incident"
+    )
+    clear_after: Duration = Field(
+        default=timedelta(minutes=10), description="an incident closes once quiet this long"
+    )
+
+
+class VaultSettings(_Section):
+    """Vault / OpenBao: AppRole login for the service; per-execution child tokens."""
+
+    url: str | None = Field(default=None, description="e.g. https://vault.example:8200")
+    approle_mount: str = "approle"
+    role_id: str | None = None
+    secret_id: SecretStr | None = None
+    secret_id_wrapped: bool = Field(
+        default=False, description="secret_id is a response-wrapping token to unwrap at login"
+    )
+    namespace: str | None = None
+    ca_file: Path | None = None
+    verify: bool = True
+    timeout: Duration = timedelta(seconds=10)
+
+
+class RemediationSettings(_Section):
+    """Playbooks, proposals and the executor."""
+
+    playbooks_dir: Path = Field(default=Path("deploy/playbooks"), description="*.yaml playbooks")
+    proposal_ttl: Duration = Field(
+        default=timedelta(hours=1), description="default expiry of an unapproved proposal"
+    )
+    executor_lease: Duration = Field(
+        default=timedelta(seconds=60), description="claim lease an executor renews while running"
+    )
+    audit_checkpoint: Path | None = Field(
+        default=None,
+        description="second sink for the audit chain head (default <data_dir>/audit-head)",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -214,6 +267,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
+    spans: SpanSettings = SpanSettings()
+    rca: RcaSettings = RcaSettings()
+    vault: VaultSettings = VaultSettings()
+    remediation: RemediationSettings = RemediationSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
 

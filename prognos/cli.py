@@ -29,6 +29,8 @@ from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
 from models.forecasters.base import EpochReport
+from prognos.cli_rca import rca_eval_app, spans_app
+from prognos.cli_remediation import audit_app, playbook_app
 
 app = typer.Typer(
     name="prognos",
@@ -49,6 +51,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(rca_eval_app, name="rca-eval")
+app.add_typer(spans_app, name="spans")
+app.add_typer(playbook_app, name="playbook")
+app.add_typer(audit_app, name="audit")
 
 log = logging.getLogger("prognos")
 console = Console()

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.context import ServiceContext
 from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
-from models.tables import AnomalyScoreRow, ForecastRow
+from models.tables import AnomalyScoreRow, BreachRow, ForecastRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -82,6 +82,16 @@ class StateCollector(Collector):
         flag = Metric(
             "prognos_anomaly", "1 if the newest score is at or above the threshold", "gauge"
         )
+        chance = Metric(
+            "prognos_breach_probability",
+            "P(the series crosses its configured limit within the forecast horizon)",
+            "gauge",
+        )
+        eta = Metric(
+            "prognos_breach_eta_seconds",
+            "Seconds from the newest forecast to the predicted crossing, while a warning is on",
+            "gauge",
+        )
         threshold = self.context.settings.models.anomaly_threshold
         with self.context.sessions() as session:
             rows = session.execute(
@@ -121,7 +131,15 @@ class StateCollector(Collector):
                     continue
                 score.add_sample("prognos_anomaly_score", _labels(s), latest)
                 flag.add_sample("prognos_anomaly", _labels(s), float(latest >= threshold))
-        yield from (forecast, score, flag)
+            breach_rows = session.execute(
+                sa.select(BreachRow, SeriesRow).join(SeriesRow, SeriesRow.id == BreachRow.series_id)
+            ).all()
+            for b, s in breach_rows:
+                labels = {**_labels(s), "direction": b.direction}
+                chance.add_sample("prognos_breach_probability", labels, b.probability)
+                if b.warning and b.eta is not None:
+                    eta.add_sample("prognos_breach_eta_seconds", labels, float(b.eta - b.made_at))
+        yield from (forecast, score, flag, chance, eta)
 
 
 _HORIZONS = (("5m", 300), ("15m", 900), ("30m", 1800))

@@ -109,6 +109,17 @@ class ReplaySettings(_Section):
 _TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class BreachSettings(_Section):
+    """A limit the target's series must stay on one side of, e.g. memory / limit above 0.95 or
+    p99 latency above an SLO of 0.5 s: each forecast gives P(crossing within the horizon) and an
+    ETA; a warning fires once the probability reaches `probability` in `consecutive` forecasts."""
+
+    threshold: float = Field(description="the limit, in the target's units")
+    direction: Literal["above", "below"] = "above"
+    probability: float = Field(default=0.3, gt=0.0, lt=1.0)
+    consecutive: int = Field(default=2, ge=1)
+
+
 class TargetSettings(_Section):
     """A named PromQL query; every series it returns is forecast on its own."""
 
@@ -120,6 +131,9 @@ class TargetSettings(_Section):
     )
     service_label: str = "service"
     description: str = ""
+    breach: BreachSettings | None = Field(
+        default=None, description="warn before the series cross this limit"
+    )
 
     @field_validator("name")
     @classmethod

@@ -21,16 +21,17 @@ from sqlalchemy.orm import Session
 
 from core.clock import from_epoch
 from core.database import dialect_insert
-from core.settings import TargetSettings
+from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
 from models.artifacts import ArtifactMetadata, load_model, save_model
-from models.domain import ContextBatch, History
+from models.breach import BreachConfig, next_streak, predict_breach
+from models.domain import ContextBatch, History, QuantileForecast
 from models.errors import ModelArtifactError, ModelError
 from models.forecasters.base import EpochCallback, Forecaster
 from models.forecasters.registry import build
 from models.scoring import Calibrator, ScoringConfig, residual_z
-from models.tables import AnomalyScoreRow, ForecastRow
+from models.tables import AnomalyScoreRow, BreachRow, ForecastRow
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class CycleSummary:
     cold_start: int = 0
     model: str = ""
     seconds: float = 0.0
+    warnings: int = 0  #: series whose predicted-breach warning is on after this cycle
 
 
 def forecast_cycle(
@@ -197,14 +199,8 @@ def forecast_cycle(
         )
 
     # 2. Forecast from the newest step: the model where history suffices, else the cold band.
-    batch = ContextBatch(windows.astype(np.float32), np.full(len(ids), end, dtype=np.int64), step)
-    forecast = forecaster.predict(batch).values
-    observed_share = np.isfinite(windows).mean(axis=1)
-    cold = observed_share < 0.5
+    forecast, cold = predict_windows(models, forecaster, windows, end, step)
     model_name = forecaster.version
-    if cold.any() and forecaster.name != models.cold_start:
-        fallback = models.cold(step).predict(batch).values
-        forecast[cold] = fallback[cold]
     rows = []
     for row_index, series_id in enumerate(ids):
         values = forecast[row_index]
@@ -222,6 +218,9 @@ def forecast_cycle(
             }
         )
     _upsert_forecasts(db_session, rows)
+    warnings = 0
+    if target.breach is not None and rows:
+        warnings = update_breaches(db_session, target.breach, rows, now=now)
     return CycleSummary(
         target.name,
         "ok",
@@ -232,7 +231,113 @@ def forecast_cycle(
         int(cold.sum()),
         model_name,
         time.perf_counter() - started,
+        warnings,
     )
+
+
+def update_breaches(
+    db_session: Session, limit: BreachSettings, rows: Sequence[dict[str, Any]], *, now: datetime
+) -> int:
+    """Predicted breach of each freshly forecast series (`rows` as stored in `forecasts`):
+    probability of crossing `limit` within the horizon, the ETA, and the warning streak carried
+    over from the previous cycle. Returns how many series are warning now."""
+    config = BreachConfig(probability=limit.probability, consecutive=limit.consecutive)
+    ids = [int(r["series_id"]) for r in rows]
+    previous = {
+        b.series_id: b
+        for b in db_session.scalars(sa.select(BreachRow).where(BreachRow.series_id.in_(ids)))
+    }
+    out = []
+    # Rows of one cycle share quantiles; the cold band and the model may differ in horizon.
+    groups: dict[tuple[int, tuple[float, ...]], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((len(r["values"]), tuple(r["quantiles"])), []).append(r)
+    for (_, quantiles), group in groups.items():
+        forecast = QuantileForecast(
+            values=np.array([r["values"] for r in group], dtype=np.float64),
+            quantiles=quantiles,
+            end=np.array([r["made_at"] for r in group], dtype=np.int64),
+            step=int(group[0]["step"]),
+            model="",
+        )
+        prediction = predict_breach(forecast, limit.threshold, limit.direction, config)
+        before = [previous.get(r["series_id"]) for r in group]
+        streak, warn = next_streak([b.streak if b else 0 for b in before], prediction, config)
+        eta = prediction.eta
+        for i, r in enumerate(group):
+            probability = float(prediction.probability[i])
+            if not np.isfinite(probability):
+                continue
+            was = before[i]
+            since = None
+            if warn[i]:
+                since = was.warning_since if was is not None and was.warning else r["made_at"]
+            out.append(
+                {
+                    "series_id": r["series_id"],
+                    "made_at": r["made_at"],
+                    "threshold": limit.threshold,
+                    "direction": limit.direction,
+                    "probability": probability,
+                    "eta": int(eta[i]) if np.isfinite(eta[i]) else None,
+                    "streak": int(streak[i]),
+                    "warning": bool(warn[i]),
+                    "warning_since": since,
+                    "model": r["model"],
+                    "updated_at": now,
+                }
+            )
+    if out:
+        insert = dialect_insert(db_session, BreachRow.__table__)
+        columns = [c for c in out[0] if c != "series_id"]
+        db_session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["series_id"], set_={c: insert.excluded[c] for c in columns}
+            ),
+            out,
+        )
+    return sum(1 for o in out if o["warning"])
+
+
+def predict_windows(
+    models: ServingModels,
+    forecaster: Forecaster,
+    windows: np.ndarray,
+    end: int | np.ndarray,
+    step: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast [N, H, Q] from context windows [N, L] ending at `end`: the model where at least
+    half the window is observed, else the cold-start band. Returns (values, cold mask [N])."""
+    ends = np.broadcast_to(np.asarray(end, dtype=np.int64), (len(windows),)).copy()
+    batch = ContextBatch(windows.astype(np.float32), ends, step)
+    forecast = forecaster.predict(batch).values
+    cold = np.isfinite(windows).mean(axis=1) < 0.5
+    if cold.any() and forecaster.name != models.cold_start:
+        fallback = models.cold(step).predict(batch).values
+        forecast[cold] = fallback[cold]
+    return forecast, cold
+
+
+def forecast_values(
+    db_session: Session, models: ServingModels, values: Sequence[float], *, step: int, end: int
+) -> tuple[QuantileForecast, str]:
+    """An ad-hoc forecast of one series given as values at `step` seconds, the last at `end`:
+    the active model for that step (the cold-start band if there is none or too little data)."""
+    forecaster = models.for_step(db_session, step)
+    length = forecaster.context_length
+    window = np.full(length, np.nan)
+    tail = np.asarray(values, dtype=np.float64)[-length:]
+    window[length - len(tail) :] = tail
+    forecast, cold = predict_windows(models, forecaster, window[None, :], end, step)
+    name = models.cold_start if cold[0] else forecaster.version
+    result = QuantileForecast(
+        values=forecast.astype(np.float64),
+        quantiles=tuple(forecaster.quantiles),
+        end=np.array([end], dtype=np.int64),
+        step=step,
+        model=name,
+    )
+    return result, name
 
 
 def _windows(

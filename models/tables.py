@@ -64,3 +64,25 @@ class AnomalyScoreRow(Base):
     magnitude: Mapped[float] = mapped_column(sa.Float(precision=53))
     score: Mapped[float | None] = mapped_column(sa.Float(precision=53))
     model: Mapped[str] = mapped_column(sa.String(96))
+
+
+class BreachRow(Base):
+    """The newest predicted-breach state of a series with a configured limit: the probability
+    of crossing within the horizon, the ETA, and the warning streak the daemon keeps."""
+
+    __tablename__ = "breaches"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    made_at: Mapped[int] = mapped_column(sa.BigInteger)  #: the forecast's last observed step
+    threshold: Mapped[float] = mapped_column(sa.Float(precision=53))
+    direction: Mapped[str] = mapped_column(sa.String(8))
+    probability: Mapped[float] = mapped_column(sa.Float(precision=53))
+    eta: Mapped[int | None] = mapped_column(sa.BigInteger)  #: epoch seconds of the crossing
+    streak: Mapped[int] = mapped_column(sa.Integer)
+    warning: Mapped[bool] = mapped_column(sa.Boolean)
+    #: epoch seconds of the first forecast of the current warning (lead time starts here)
+    warning_since: Mapped[int | None] = mapped_column(sa.BigInteger)
+    model: Mapped[str] = mapped_column(sa.String(96))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -84,12 +84,14 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
                 continue
         if summary.status == "ok":
             log.info(
-                "forecast %s: %d series (%d cold start), %d scored, %d anomalous, %s, %.2fs",
+                "forecast %s: %d series (%d cold start), %d scored, %d anomalous, "
+                "%d breach warnings, %s, %.2fs",
                 target.name,
                 summary.series,
                 summary.cold_start,
                 summary.scored,
                 summary.anomalies,
+                summary.warnings,
                 summary.model,
                 summary.seconds,
             )

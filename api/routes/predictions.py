@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
-from api.deps import Admin, ContextDep, SessionDep, Viewer
-from core.clock import from_epoch
+from api.deps import Admin, ContextDep, Operator, SessionDep, Viewer
+from core.clock import from_epoch, to_epoch
 from ingest.tables import SeriesRow
 from models import registry
-from models.tables import AnomalyScoreRow, ForecastRow, ModelRow
+from models.breach import BreachConfig, predict_breach
+from models.service import forecast_values
+from models.tables import AnomalyScoreRow, BreachRow, ForecastRow, ModelRow
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -214,3 +217,167 @@ def rollback_model(family: str, _: Admin, session: SessionDep, context: ContextD
     row = registry.rollback(session, family=family, now=context.clock.now())
     session.commit()
     return _model(row)
+
+
+class BreachRead(BaseModel):
+    series_id: int
+    target: str
+    service: str | None
+    labels: dict[str, str]
+    threshold: float
+    direction: str
+    probability: float = Field(description="P(crossing the threshold within the horizon)")
+    eta: datetime | None = Field(description="estimated time of the crossing")
+    eta_seconds: int | None = Field(description="seconds from the forecast to the crossing")
+    warning: bool = Field(description="the warning is on (probability held long enough)")
+    warning_since: datetime | None = Field(description="first forecast of this warning")
+    forecast_made_at: datetime
+    model: str
+
+
+@router.get(
+    "/breaches",
+    response_model=list[BreachRead],
+    summary="Predicted breaches of configured limits; by default only warnings that are on",
+)
+def list_breaches(
+    _: Viewer,
+    session: SessionDep,
+    target: str | None = None,
+    service: str | None = None,
+    series_id: int | None = None,
+    warning_only: bool = True,
+    min_probability: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[BreachRead]:
+    query = (
+        sa.select(BreachRow, SeriesRow)
+        .join(SeriesRow, SeriesRow.id == BreachRow.series_id)
+        .where(BreachRow.probability >= min_probability)
+        .order_by(BreachRow.probability.desc(), BreachRow.series_id)
+    )
+    if warning_only:
+        query = query.where(BreachRow.warning.is_(True))
+    query = _series_filter(query, target, service, series_id)
+    return [
+        BreachRead(
+            series_id=b.series_id,
+            target=s.target,
+            service=s.service,
+            labels=s.labels,
+            threshold=b.threshold,
+            direction=b.direction,
+            probability=b.probability,
+            eta=None if b.eta is None else from_epoch(b.eta),
+            eta_seconds=None if b.eta is None else b.eta - b.made_at,
+            warning=b.warning,
+            warning_since=None if b.warning_since is None else from_epoch(b.warning_since),
+            forecast_made_at=from_epoch(b.made_at),
+            model=b.model,
+        )
+        for b, s in session.execute(query.offset(offset).limit(limit)).all()
+    ]
+
+
+MAX_ADHOC_POINTS = 20_000
+
+
+class AdhocLimit(BaseModel):
+    threshold: float
+    direction: Literal["above", "below"] = "above"
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("threshold must be a finite number")
+        return value
+
+
+class AdhocForecastRequest(BaseModel):
+    """One series, oldest first, at a fixed step; `null` marks a missing point."""
+
+    values: list[float | None] = Field(min_length=2, max_length=MAX_ADHOC_POINTS)
+    step_seconds: int = Field(ge=1, le=86_400, description="seconds between values")
+    end: datetime | None = Field(
+        None, description="time of the last value (UTC); default: now, aligned to the step"
+    )
+    limit: AdhocLimit | None = Field(None, description="also predict a breach of this limit")
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, values: list[float | None]) -> list[float | None]:
+        bad = [i for i, v in enumerate(values) if v is not None and not math.isfinite(v)]
+        if bad:
+            raise ValueError(
+                f"values must be finite numbers or null for a missing point; "
+                f"index {bad[0]} is not ({len(bad)} such values)"
+            )
+        if sum(v is not None for v in values) < 2:
+            raise ValueError("at least two observed (non-null) values are needed")
+        return values
+
+    @field_validator("end")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        return value
+
+
+class AdhocBreach(BaseModel):
+    threshold: float
+    direction: str
+    probability: float
+    eta: datetime | None
+
+
+class AdhocForecastResponse(BaseModel):
+    model: str
+    made_at: datetime
+    step_seconds: int
+    points: list[QuantilePoint]
+    breach: AdhocBreach | None
+
+
+@router.post(
+    "/forecasts",
+    response_model=AdhocForecastResponse,
+    summary="Forecast a series given in the request body with the active model for its step",
+)
+def adhoc_forecast(
+    body: AdhocForecastRequest, _: Operator, session: SessionDep, context: ContextDep
+) -> AdhocForecastResponse:
+    step = body.step_seconds
+    end = to_epoch(context.clock.now()) // step * step if body.end is None else to_epoch(body.end)
+    values = [math.nan if v is None else v for v in body.values]
+    forecast, model = forecast_values(session, context.models, values, step=step, end=end)
+    breach = None
+    if body.limit is not None:
+        prediction = predict_breach(
+            forecast, body.limit.threshold, body.limit.direction, BreachConfig()
+        )
+        eta = float(prediction.eta[0])
+        breach = AdhocBreach(
+            threshold=body.limit.threshold,
+            direction=body.limit.direction,
+            probability=float(prediction.probability[0]),
+            eta=from_epoch(int(eta)) if math.isfinite(eta) else None,
+        )
+    return AdhocForecastResponse(
+        model=model,
+        made_at=from_epoch(end),
+        step_seconds=step,
+        points=[
+            QuantilePoint(
+                at=from_epoch(end + (h + 1) * step),
+                quantiles={
+                    f"p{round(q * 100)}": float(v)
+                    for q, v in zip(forecast.quantiles, row, strict=True)
+                },
+            )
+            for h, row in enumerate(forecast.values[0])
+        ],
+        breach=breach,
+    )

@@ -7,6 +7,8 @@ Layout: one CSV (`timestamp,value`) or Parquet file per series, plus `series.yam
       - file: checkout_cpu.csv
         target: cpu
         labels: {service: checkout, instance: "10.0.0.7:9100"}
+    limits:                      # optional: predicted-breach limits per target
+      memory: {threshold: 950e6, direction: above}
 
 Reads follow Prometheus' (2.x) range semantics: the value at a grid timestamp t is the newest
 sample in [t - lookback_delta, t]; a longer gap stays missing. With `loop`, the timeline
@@ -23,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from core.durations import parse_duration
-from core.settings import TargetSettings
+from core.settings import BreachSettings, TargetSettings
 from ingest.domain import FloatArray, IntArray, PullResult, SeriesData, SeriesKey
 from ingest.errors import ReplayDataError
 
@@ -49,6 +52,7 @@ class ReplaySource:
         self.loop = loop
         self._max_points = max_points
         self._series = _load_folder(folder)
+        self._limits = _load_limits(folder)
         starts = [int(s.timestamps[0]) for s in self._series if len(s.timestamps)]
         ends = [int(s.timestamps[-1]) for s in self._series if len(s.timestamps)]
         self.first = min(starts)
@@ -74,12 +78,17 @@ class ReplaySource:
         for series in self._series:
             name = series.key.target
             steps[name] = min(steps.get(name, series.step), series.step)
-        return [
-            TargetSettings(
-                name=name, query=f"replay:{name}", step=timedelta(seconds=step), **(defaults or {})
+        targets = []
+        for name, step in sorted(steps.items()):
+            extra = dict(defaults or {})
+            if name in self._limits:
+                extra.setdefault("breach", self._limits[name])
+            targets.append(
+                TargetSettings(
+                    name=name, query=f"replay:{name}", step=timedelta(seconds=step), **extra
+                )
             )
-            for name, step in sorted(steps.items())
-        ]
+        return targets
 
     def query_range(self, target: TargetSettings, start: int, end: int, step: int) -> PullResult:
         grid = np.arange(start, end + 1, step, dtype=np.int64)
@@ -144,6 +153,25 @@ def _load_folder(folder: Path) -> list[_ReplaySeries]:
         key = SeriesKey.of(str(entry["target"]), {str(k): str(v) for k, v in labels.items()})
         loaded.append(_ReplaySeries(key, ts, values, step))
     return loaded
+
+
+def _load_limits(folder: Path) -> dict[str, BreachSettings]:
+    """The optional `limits:` mapping of series.yaml: target name -> breach limit."""
+    index = folder / INDEX_FILE
+    spec = yaml.safe_load(index.read_text(encoding="utf-8")) or {}
+    limits = spec.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise ReplayDataError(f"{index}: `limits` must map target names to limits")
+    out = {}
+    for name, limit in limits.items():
+        try:
+            out[str(name)] = BreachSettings.model_validate(limit)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or 'limit'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ReplayDataError(f"{index}: limits.{name}: {problems}") from None
+    return out
 
 
 def _read_file(path: Path, where: str) -> tuple[IntArray, FloatArray]:

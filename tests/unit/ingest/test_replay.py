@@ -198,6 +198,21 @@ def test_targets_are_derived_at_the_finest_step(tmp_path: Path) -> None:
     assert [t.lookback for t in source.targets()] == [timedelta(hours=6)] * 2
 
 
+def test_limits_in_series_yaml_become_breach_limits_of_their_targets(tmp_path: Path) -> None:
+    write_csv(tmp_path, "m.csv", [T0 + i * 60 for i in range(10)], [1.0] * 10, as_iso=False)
+    write_csv(tmp_path, "c.csv", [T0 + i * 60 for i in range(10)], [1.0] * 10, as_iso=False)
+    entries = [{"file": "m.csv", "target": "memory"}, {"file": "c.csv", "target": "cpu"}]
+    write_folder(tmp_path, entries, limits={"memory": {"threshold": 9.5e8}})
+    by_name = {t.name: t for t in ReplaySource(tmp_path).targets()}
+    assert by_name["cpu"].breach is None
+    limit = by_name["memory"].breach
+    assert limit is not None and (limit.threshold, limit.direction) == (9.5e8, "above")
+
+    write_folder(tmp_path, entries, limits={"memory": {"threshold": "high"}})
+    with pytest.raises(ReplayDataError, match=r"limits\.memory: threshold"):
+        ReplaySource(tmp_path)
+
+
 def test_missing_series_yaml(tmp_path: Path) -> None:
     write_csv(tmp_path, "a.csv", [T0], [1.0], as_iso=False)
     with pytest.raises(ReplayDataError, match=r"has no series\.yaml"):

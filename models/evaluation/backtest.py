@@ -28,8 +28,9 @@ from models.scoring import ScoringConfig, residual_z, score_series
 class NabDetectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Defaults chosen on nab-dev (standard 51.5, see docs/forecasting.md): a long robust band
-    # (~5 days at NAB's 5-minute step) and calibration over the newest ~3.5 days of scores.
+    # Defaults chosen on nab-dev (see docs/forecasting.md): a long robust band (~5 days at
+    # NAB's 5-minute step), calibration over the newest ~3.5 days of scores, and only new
+    # highs over the last 12 hours may alarm.
     forecaster: str = "median_band"
     forecaster_config: dict[str, Any] = Field(default_factory=lambda: {"context_length": 1500})
     retrain_every: int = Field(default=288, ge=1, description="grid steps between refits")
@@ -39,6 +40,14 @@ class NabDetectorConfig(BaseModel):
     alarm_level: float = Field(default=4.0, description="calibrated score treated as an alarm")
     suppress_rows: int = Field(
         default=0, ge=0, description="after an alarm, rows whose scores are held down"
+    )
+    novelty_rows: int = Field(
+        default=144,
+        ge=0,
+        description=(
+            "a score stands only when it is the highest of the last N rows; others read 0, so "
+            "one excursion alarms once at its rise, whatever the threshold (0: off)"
+        ),
     )
 
 
@@ -98,8 +107,23 @@ def detect(ts: np.ndarray, values: np.ndarray, config: NabDetectorConfig) -> np.
     calibrated = score_series(z, config.scoring)
     if config.suppress_rows:
         calibrated = _suppress(calibrated, config.alarm_level, config.suppress_rows)
+    if config.novelty_rows:
+        calibrated = novel_highs(calibrated, config.novelty_rows)
     squashed = 1.0 / (1.0 + np.exp(-(np.nan_to_num(calibrated, nan=0.0) - config.centre)))
     return np.where(np.isfinite(calibrated), squashed, 0.0)
+
+
+def novel_highs(scores: np.ndarray, rows: int) -> np.ndarray:
+    """Keep a score only where it exceeds every score of the previous `rows` rows; else 0.
+
+    Alarm aggregation without a level: a calibrated score stays high for a while after an
+    anomaly, and each row of that tail would be a separate alarm at any threshold below it.
+    Only the rise of an excursion, and a later higher peak, can alarm.
+    """
+    x = np.nan_to_num(scores, nan=-np.inf)
+    padded = np.concatenate([np.full(rows, -np.inf), x])
+    previous = np.lib.stride_tricks.sliding_window_view(padded, rows)[:-1].max(axis=1)
+    return np.where(x > previous, scores, np.where(np.isfinite(scores), 0.0, scores))
 
 
 def _suppress(scores: np.ndarray, level: float, rows: int) -> np.ndarray:

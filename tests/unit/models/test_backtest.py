@@ -97,3 +97,17 @@ def test_cli_writes_nab_layout_and_scores_it(tmp_path: Path) -> None:
     assert "standard" in result.output
     scores = json.loads(report.read_text())
     assert scores["profiles"]["standard"]["normalized_score"] > 50
+
+
+def test_only_new_highs_over_the_window_can_alarm() -> None:
+    from models.evaluation.backtest import novel_highs
+
+    scores = np.array([np.nan, 1.0, 5.0, 4.0, 4.5, 0.5, 6.0, 1.0, 1.0, 1.0, 1.0, 2.0])
+    out = novel_highs(scores, 4)
+    assert np.isnan(out[0])
+    # The rise at 5.0 stands, its tail does not, a higher peak does; after 4 quiet rows a
+    # modest score is new again.
+    expected = [1.0, 5.0, 0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 0.0, 2.0]
+    assert out[1:].tolist() == expected
+    # Any threshold sees one alarm per excursion.
+    assert int((out >= 3.0).sum()) == 2 and int((scores >= 3.0).sum()) == 4

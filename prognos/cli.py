@@ -304,7 +304,11 @@ def backtest_nab(
     """Run the anomaly detector over every CSV under DATA/data, each file a fresh deployment."""
     import time
 
-    from models.evaluation.backtest import NabDetectorConfig, run_nab_backtest
+    from models.evaluation.backtest import (
+        DETECTOR_FORECASTERS,
+        NabDetectorConfig,
+        run_nab_backtest,
+    )
 
     configure_logging(state.log_level or "WARNING")
     if not (data / "data").is_dir():
@@ -324,7 +328,10 @@ def backtest_nab(
         results = run_nab_backtest(
             data,
             out,
-            config=NabDetectorConfig(forecaster=forecaster),
+            config=NabDetectorConfig(
+                forecaster=forecaster,
+                forecaster_config=DETECTOR_FORECASTERS.get(forecaster, {}),
+            ),
             detector=detector,
             folders=folder,
             workers=workers,

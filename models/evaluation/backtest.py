@@ -24,6 +24,22 @@ from models.errors import ModelInputError
 from models.evaluation.nab import label_rows, load_windows, read_data_file, write_results
 from models.scoring import ScoringConfig, residual_z, score_series
 
+#: Forecaster settings behind the detector when only its name is chosen (`--forecaster`). The
+#: LSTM is the small one of the forecast benchmark, one thread per file, warm-started refits.
+DETECTOR_FORECASTERS: dict[str, dict[str, Any]] = {
+    "median_band": {"context_length": 1500},
+    "lstm": {
+        "context_length": 48,
+        "hidden_size": 32,
+        "max_epochs": 8,
+        "windows_per_epoch": 4096,
+        "batch_size": 256,
+        "patience": 3,
+        "seed": 0,
+        "num_threads": 1,
+    },
+}
+
 
 class NabDetectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,6 +51,8 @@ class NabDetectorConfig(BaseModel):
     forecaster_config: dict[str, Any] = Field(default_factory=lambda: {"context_length": 1500})
     retrain_every: int = Field(default=288, ge=1, description="grid steps between refits")
     train_window: int = Field(default=2016, ge=10, description="newest grid steps trained on")
+    warm_start: bool = Field(default=True, description="an LSTM refit starts from the last one")
+    warm_epochs: int = Field(default=3, ge=1, description="max epochs of a warm-started refit")
     scoring: ScoringConfig = ScoringConfig(calibration_size=1000, calibration_min=200)
     centre: float = Field(default=3.0, description="calibrated score mapped to 0.5")
     alarm_level: float = Field(default=4.0, description="calibrated score treated as an alarm")
@@ -72,29 +90,38 @@ def regular_grid(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, int, i
     return grid, step, start, bucket
 
 
-def detect(ts: np.ndarray, values: np.ndarray, config: NabDetectorConfig) -> np.ndarray:
-    """Anomaly scores in [0, 1], one per row, each from rows up to and including it."""
+def one_step_forecasts(ts: np.ndarray, values: np.ndarray, config: NabDetectorConfig) -> np.ndarray:
+    """[rows, 3] p10/p50/p90 of each row, forecast one grid step ahead from the rows before it
+    by a model refitted every `retrain_every` steps on the newest `train_window` steps (an LSTM
+    refit starts from the previous weights when `warm_start`). NaN before the first fit."""
+    from models.forecasters.lstm import GlobalLSTMForecaster
     from models.forecasters.registry import build
 
     grid, step, start, bucket = regular_grid(ts, values)
     n = len(grid)
     key = SeriesKey.of("nab", {})
-    forecaster = None
-    p10 = np.full(n, np.nan)
-    p50 = np.full(n, np.nan)
-    p90 = np.full(n, np.nan)
+    out = np.full((n, 3), np.nan)
     probe = build(config.forecaster, config.forecaster_config)
     context = probe.context_length
     first = max(5, min(context, n // 10))
+    previous: Any = None
     for seg_start in range(first, n, config.retrain_every):
         seg_end = min(n, seg_start + config.retrain_every)
         lo = max(0, seg_start - config.train_window)
         history = History(key, step, start + lo * step, grid[lo:seg_start])
-        forecaster = build(config.forecaster, config.forecaster_config)
+        if config.warm_start and isinstance(previous, GlobalLSTMForecaster):
+            settings = dict(config.forecaster_config)
+            settings["max_epochs"] = min(config.warm_epochs, int(settings.get("max_epochs", 30)))
+            forecaster = build(config.forecaster, settings)
+            assert isinstance(forecaster, GlobalLSTMForecaster)
+            forecaster.net.load_state_dict(previous.net.state_dict())
+        else:
+            forecaster = build(config.forecaster, config.forecaster_config)
         try:
             forecaster.fit([history])
         except ModelInputError:  # too little history for this model yet: no forecasts here
             continue
+        previous = forecaster
         # Contexts for every bucket of the segment, each ending one step before it.
         idx = np.arange(seg_start, seg_end)
         offsets = np.arange(-context, 0)
@@ -102,8 +129,14 @@ def detect(ts: np.ndarray, values: np.ndarray, config: NabDetectorConfig) -> np.
         windows = np.where(gather >= 0, grid[np.clip(gather, 0, None)], np.nan)
         ends = start + (idx - 1) * step
         fc = forecaster.predict(ContextBatch(windows.astype(np.float32), ends, step))
-        p10[idx], p50[idx], p90[idx] = fc.values[:, 0, 0], fc.values[:, 0, 1], fc.values[:, 0, 2]
-    z = residual_z(values, p10[bucket], p50[bucket], p90[bucket], config.scoring.scale_floor)
+        out[idx] = fc.values[:, 0, :3]
+    return out[bucket]
+
+
+def detect(ts: np.ndarray, values: np.ndarray, config: NabDetectorConfig) -> np.ndarray:
+    """Anomaly scores in [0, 1], one per row, each from rows up to and including it."""
+    band = one_step_forecasts(ts, values, config)
+    z = residual_z(values, band[:, 0], band[:, 1], band[:, 2], config.scoring.scale_floor)
     calibrated = score_series(z, config.scoring)
     if config.suppress_rows:
         calibrated = _suppress(calibrated, config.alarm_level, config.suppress_rows)

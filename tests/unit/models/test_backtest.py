@@ -111,3 +111,24 @@ def test_only_new_highs_over_the_window_can_alarm() -> None:
     assert out[1:].tolist() == expected
     # Any threshold sees one alarm per excursion.
     assert int((out >= 3.0).sum()) == 2 and int((scores >= 3.0).sum()) == 4
+
+
+def test_the_lstm_can_stand_behind_the_detector_with_warm_started_refits() -> None:
+    from models.evaluation.backtest import NabDetectorConfig, one_step_forecasts
+
+    rng = np.random.default_rng(3)
+    n = 400
+    ts = 1_600_000_000 + 300 * np.arange(n)
+    values = 10 + np.sin(np.arange(n) / 20) + 0.1 * rng.standard_normal(n)
+    tiny = {"context_length": 8, "hidden_size": 4, "max_epochs": 2, "windows_per_epoch": 64}
+    config = NabDetectorConfig(
+        forecaster="lstm", forecaster_config=tiny, retrain_every=100, warm_epochs=1
+    )
+    band = one_step_forecasts(ts, values, config)
+    assert band.shape == (n, 3)
+    first = int(np.flatnonzero(np.isfinite(band[:, 1]))[0])
+    # Fits start at row 8 and every 100 rows after; 8 rows are too few for a training
+    # window, so forecasts start with the segment at row 108.
+    assert first == 108
+    assert np.isfinite(band[first:]).all()
+    assert (band[first:, 0] <= band[first:, 2]).all()

@@ -195,6 +195,16 @@ class ModelSettings(_Section):
         description="newest share of the history kept out of training to compare models",
     )
     anomaly_threshold: float = Field(default=4.0, gt=0, description="calibrated score")
+    alarm_hits: int = Field(
+        default=2, ge=1, description="an alarm fires when this many of the newest scores ..."
+    )
+    alarm_window: int = Field(default=3, ge=1, description="... reach the anomaly threshold")
+
+    @model_validator(mode="after")
+    def _alarm_rule(self) -> ModelSettings:
+        if self.alarm_hits > self.alarm_window:
+            raise ValueError("alarm_hits cannot exceed alarm_window")
+        return self
 
 
 class DatabaseSettings(_Section):

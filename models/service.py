@@ -235,6 +235,61 @@ def forecast_cycle(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """A series whose newest scores reach the threshold often enough (k of the last n)."""
+
+    series_id: int
+    target: str
+    service: str | None
+    labels: dict[str, str]
+    ts: int  #: epoch seconds of the newest score
+    score: float  #: the newest calibrated score
+    since: int  #: epoch seconds of the first hit among the last n scores
+
+
+def firing_alarms(
+    db_session: Session, *, threshold: float, hits: int, window: int, since: int
+) -> list[Alarm]:
+    """Alarms firing now: per series, the newest `window` scores made after `since` hold at
+    least `hits` at or above `threshold`, the newest among them. Thresholds and aggregation
+    sit here, after scoring, never inside a model."""
+    rows = db_session.execute(
+        sa.select(AnomalyScoreRow.series_id, AnomalyScoreRow.ts, AnomalyScoreRow.score)
+        .where(AnomalyScoreRow.ts > since)
+        .order_by(AnomalyScoreRow.series_id, AnomalyScoreRow.ts.desc())
+    ).all()
+    newest: dict[int, list[tuple[int, float]]] = {}
+    for series_id, ts, score in rows:
+        kept = newest.setdefault(series_id, [])
+        if len(kept) < window:
+            kept.append((ts, np.nan if score is None else score))
+    firing = {
+        series_id: kept
+        for series_id, kept in newest.items()
+        if kept[0][1] >= threshold and sum(s >= threshold for _, s in kept) >= hits
+    }
+    if not firing:
+        return []
+    series = {
+        s.id: s
+        for s in db_session.scalars(sa.select(SeriesRow).where(SeriesRow.id.in_(list(firing))))
+    }
+    return [
+        Alarm(
+            series_id=series_id,
+            target=series[series_id].target,
+            service=series[series_id].service,
+            labels=dict(series[series_id].labels),
+            ts=kept[0][0],
+            score=float(kept[0][1]),
+            since=min(ts for ts, s in kept if s >= threshold),
+        )
+        for series_id, kept in sorted(firing.items())
+        if series_id in series
+    ]
+
+
 def update_breaches(
     db_session: Session, limit: BreachSettings, rows: Sequence[dict[str, Any]], *, now: datetime
 ) -> int:

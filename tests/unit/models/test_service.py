@@ -249,3 +249,44 @@ def test_rollback_returns_to_the_previous_version(
             1: "active",
             2: "rejected",
         }
+
+
+def test_alarms_fire_on_k_of_n_recent_scores_and_name_their_service(
+    sessions: sessionmaker[Session],
+) -> None:
+    from models.service import firing_alarms
+
+    source = FakeSource(
+        [
+            FakeSeries("cpu", {"service": "cart", "pod": "a"}),
+            FakeSeries("cpu", {"service": "shop", "pod": "b"}),
+            FakeSeries("cpu", {"service": "shop", "pod": "c"}),
+        ]
+    )
+    ingest_until(sessions, source, from_epoch(START + 600))
+    with sessions() as session:
+        ids = session.scalars(sa.text("SELECT id FROM series ORDER BY id")).all()
+        scores = {
+            ids[0]: [1.0, 5.0, 1.0, 6.0],  # newest is a hit, 2 of the last 3: fires
+            ids[1]: [5.0, 6.0, 7.0, 1.0],  # newest is quiet: cleared
+            ids[2]: [1.0, 1.0, 1.0, 9.0],  # one hit only: not yet
+        }
+        for series_id, values in scores.items():
+            for i, value in enumerate(values):
+                session.add(
+                    AnomalyScoreRow(
+                        series_id=series_id,
+                        ts=START + i * STEP,
+                        z=0.0,
+                        magnitude=0.0,
+                        score=value,
+                        model="m",
+                    )
+                )
+        session.commit()
+        fired = firing_alarms(session, threshold=4.0, hits=2, window=3, since=START - 1)
+        assert [(a.series_id, a.service, a.score, a.since) for a in fired] == [
+            (ids[0], "cart", 6.0, START + STEP)
+        ]
+        # Scores older than `since` do not count.
+        assert firing_alarms(session, threshold=4.0, hits=2, window=3, since=START + 2 * STEP) == []

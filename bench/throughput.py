@@ -44,6 +44,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,7 @@ def fill_calibrators(history: np.ndarray, config: ScoringConfig) -> list[Calibra
     for row in history:
         fifo = row[np.isfinite(row)][-keep:].tolist()
         calibrator = Calibrator(config)
-        calibrator._fifo = fifo
+        calibrator._fifo = deque(fifo)
         calibrator._sorted = sorted(fifo)  # the same float objects, as insort() shares them
         bank.append(calibrator)
     return bank

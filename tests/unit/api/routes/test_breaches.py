@@ -14,7 +14,7 @@ from api.context import ServiceContext
 from core.clock import FixedClock
 from core.settings import BreachSettings, TargetSettings
 from prognos.jobs import forecast_cycle
-from tests.unit.api.helpers import NOW, TARGETS, MakeContext, assert_problem, bearer, ingest_once
+from tests.unit.api.helpers import TARGETS, MakeContext, assert_problem, bearer, ingest_once
 
 
 def _with_limit(

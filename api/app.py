@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import problems
 from api.context import ServiceContext
 from api.metrics import build_registry
-from api.routes import health, predictions, series
+from api.routes import health, predictions, remediations, series
 
 
 def _version() -> str:
@@ -48,4 +48,5 @@ def create_app(context: ServiceContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(series.router)
     app.include_router(predictions.router)
+    app.include_router(remediations.router)
     return app

@@ -13,6 +13,7 @@ from core.settings import Settings, TargetSettings
 from ingest.domain import Source
 from models.scoring import ScoringConfig
 from models.service import CalibratorBank, ServingModels
+from remediation.playbooks import Playbook
 
 
 @dataclass
@@ -30,3 +31,7 @@ class ServiceContext:
     # Started with the app and stopped with it (e.g. the scheduler in `prognos run`).
     on_start: list[Callable[[], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Remediation: loaded playbooks by name (None: read settings.remediation.playbooks_dir on
+    # first use) and the hook an approval calls after commit to start the executor at once.
+    playbooks: dict[str, Playbook] | None = None
+    wake_executor: Callable[[], None] = field(default=lambda: None)

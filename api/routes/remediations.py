@@ -1,0 +1,439 @@
+"""The approval workflow over HTTP: proposals, decisions, executions, playbooks, audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.context import ServiceContext
+from api.deps import Approver, ContextDep, Operator, SessionDep, Viewer
+from core.errors import ErrorKind
+from remediation import audit, service
+from remediation.domain import (
+    AuditEntry,
+    Execution,
+    PlaybookNotFoundError,
+    Proposal,
+    ProposalStatus,
+    RemediationError,
+)
+from remediation.playbooks import Playbook, load_playbooks
+
+router = APIRouter(prefix="/v1", tags=["remediation"])
+
+
+class EvidenceNotFoundError(RemediationError):
+    code = "evidence_not_found"
+    kind = ErrorKind.NOT_FOUND
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RemediationCreate(_Body):
+    playbook: str = Field(min_length=1, max_length=128)
+    target: str = Field(min_length=1, max_length=255, description="e.g. the service")
+    params: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what caused it, e.g. {incident_id: 12}; {breach_series_id: N} attaches a "
+        "snapshot of that series' predicted breach",
+    )
+    dry_run: bool = Field(default=False, description="record what would run, run nothing")
+
+
+class ApproveBody(_Body):
+    digest: str = Field(
+        min_length=64, max_length=64, description="the proposal's digest, as reviewed"
+    )
+
+
+class RejectBody(_Body):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class CancelBody(_Body):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ApprovalRead(BaseModel):
+    principal: str
+    role: str
+    decision: str
+    reason: str | None
+    created_at: datetime
+    digest: str
+
+
+class StepRead(BaseModel):
+    idx: int
+    phase: str
+    name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    output: str
+
+
+class ExecutionRead(BaseModel):
+    id: int
+    proposal_id: int
+    playbook: str
+    target: str
+    status: str
+    dry_run: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    steps: list[StepRead]
+
+
+class RemediationRead(BaseModel):
+    id: int
+    playbook: str
+    playbook_version: int
+    target: str
+    params: dict[str, Any]
+    digest: str
+    status: str
+    proposed_by: str
+    reason: str | None
+    evidence: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    quorum: int
+    dry_run: bool
+    approvals: list[ApprovalRead]
+    execution: ExecutionRead | None = None
+
+
+class RemediationPage(BaseModel):
+    items: list[RemediationRead]
+    next_cursor: int | None = Field(description="pass as `before` for the next (older) page")
+
+
+class PlaybookRead(BaseModel):
+    name: str
+    version: int
+    description: str
+    risk: str
+    match: dict[str, Any]
+    parameters: dict[str, Any]
+    steps: list[dict[str, Any]]
+    rollback: list[dict[str, Any]]
+    verify: dict[str, Any] | None
+    vault_policies: list[str]
+    guards: dict[str, Any]
+    approval: dict[str, Any]
+    total_timeout_seconds: int
+
+
+class AuditRead(BaseModel):
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    subject: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRead]
+    next_cursor: int | None = Field(description="pass as `after` for the next page")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def playbooks_of(context: ServiceContext) -> dict[str, Playbook]:
+    """The context's playbooks, read once from settings.remediation.playbooks_dir if unset."""
+    if context.playbooks is None:
+        context.playbooks = load_playbooks(context.settings.remediation.playbooks_dir)
+    return context.playbooks
+
+
+def _prepare(session: Session, context: ServiceContext) -> None:
+    session.info[audit.CHECKPOINT_INFO_KEY] = audit.checkpoint_for(context.settings)
+
+
+def _execution_read(execution: Execution) -> ExecutionRead:
+    return ExecutionRead(
+        id=execution.id,
+        proposal_id=execution.proposal_id,
+        playbook=execution.playbook,
+        target=execution.target,
+        status=execution.status.value,
+        dry_run=execution.dry_run,
+        created_at=execution.created_at,
+        started_at=execution.started_at,
+        finished_at=execution.finished_at,
+        error=execution.error,
+        steps=[
+            StepRead(
+                idx=s.idx,
+                phase=s.phase,
+                name=s.name,
+                status=s.status,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                exit_code=s.exit_code,
+                output=s.output,
+            )
+            for s in execution.steps
+        ],
+    )
+
+
+def _read(proposal: Proposal, execution: Execution | None = None) -> RemediationRead:
+    return RemediationRead(
+        id=proposal.id,
+        playbook=proposal.playbook,
+        playbook_version=proposal.playbook_version,
+        target=proposal.target,
+        params=proposal.params,
+        digest=proposal.params_digest,
+        status=proposal.status.value,
+        proposed_by=proposal.proposed_by,
+        reason=proposal.reason,
+        evidence=proposal.evidence,
+        created_at=proposal.created_at,
+        expires_at=proposal.expires_at,
+        decided_at=proposal.decided_at,
+        quorum=proposal.quorum,
+        dry_run=proposal.dry_run,
+        approvals=[
+            ApprovalRead(
+                principal=a.principal,
+                role=a.role,
+                decision=a.decision.value,
+                reason=a.reason,
+                created_at=a.created_at,
+                digest=a.digest,
+            )
+            for a in proposal.approvals
+        ],
+        execution=None if execution is None else _execution_read(execution),
+    )
+
+
+def _full(session: Session, proposal_id: int) -> RemediationRead:
+    return _read(
+        service.get_proposal(session, proposal_id), service.execution_for(session, proposal_id)
+    )
+
+
+def _audit_read(entry: AuditEntry) -> AuditRead:
+    return AuditRead(
+        seq=entry.seq,
+        ts=entry.ts,
+        actor=entry.actor,
+        action=entry.action,
+        subject=entry.subject,
+        data=entry.data,
+        prev_hash=entry.prev_hash,
+        hash=entry.hash,
+    )
+
+
+def _playbook_read(playbook: Playbook) -> PlaybookRead:
+    dumped = playbook.model_dump(mode="json")
+    return PlaybookRead(
+        name=playbook.name,
+        version=playbook.version,
+        description=playbook.description,
+        risk=playbook.risk,
+        match=dumped["match"],
+        parameters=dumped["parameters"],
+        steps=dumped["steps"],
+        rollback=dumped["rollback"],
+        verify=dumped["verify"],
+        vault_policies=[] if playbook.vault is None else list(playbook.vault.policies),
+        guards=dumped["guards"],
+        approval=dumped["approval"],
+        total_timeout_seconds=int(playbook.total_timeout().total_seconds()),
+    )
+
+
+def _commit_refusal(session: Session, exc: RemediationError) -> None:
+    # A refusal that changed state (expired, escalated) is recorded before it is reported.
+    if exc.persist:
+        session.commit()
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+@router.post("/remediations", status_code=201)
+def propose(
+    body: RemediationCreate, who: Operator, context: ContextDep, session: SessionDep
+) -> RemediationRead:
+    playbook = playbooks_of(context).get(body.playbook)
+    if playbook is None:
+        raise PlaybookNotFoundError(f"no playbook named {body.playbook!r}")
+    _prepare(session, context)
+    evidence = dict(body.evidence)
+    series_id = evidence.get("breach_series_id")
+    if isinstance(series_id, int) and not isinstance(series_id, bool):
+        snapshot = service.breach_evidence(session, series_id)
+        if snapshot is None:
+            raise EvidenceNotFoundError(f"series {series_id} has no predicted breach")
+        evidence["breach"] = snapshot
+    try:
+        proposal = service.propose(
+            session,
+            playbook=playbook,
+            params=body.params,
+            target=body.target,
+            proposed_by=who.name,
+            evidence=evidence,
+            now=context.clock.now(),
+            dry_run=body.dry_run,
+        )
+    except RemediationError as exc:
+        _commit_refusal(session, exc)
+        raise
+    session.commit()
+    return _read(proposal)
+
+
+@router.get("/remediations")
+def list_remediations(
+    _: Viewer,
+    session: SessionDep,
+    status: Annotated[ProposalStatus | None, Query()] = None,
+    playbook: Annotated[str | None, Query(max_length=128)] = None,
+    target: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="cursor: older than this id")] = None,
+) -> RemediationPage:
+    items = service.list_proposals(
+        session,
+        status=None if status is None else status.value,
+        playbook=playbook,
+        target=target,
+        limit=limit + 1,
+        before=before,
+    )
+    more = len(items) > limit
+    items = items[:limit]
+    return RemediationPage(
+        items=[_read(p) for p in items], next_cursor=items[-1].id if more and items else None
+    )
+
+
+@router.get("/remediations/{proposal_id}")
+def show_remediation(proposal_id: int, _: Viewer, session: SessionDep) -> RemediationRead:
+    return _full(session, proposal_id)
+
+
+@router.post("/remediations/{proposal_id}/approve")
+def approve(
+    proposal_id: int,
+    body: ApproveBody,
+    who: Approver,
+    context: ContextDep,
+    session: SessionDep,
+) -> RemediationRead:
+    _prepare(session, context)
+    try:
+        service.approve(
+            session,
+            proposal_id=proposal_id,
+            principal=who.name,
+            role=who.role.value,
+            digest=body.digest,
+            playbooks=playbooks_of(context),
+            now=context.clock.now(),
+            wake=context.wake_executor,
+        )
+    except RemediationError as exc:
+        _commit_refusal(session, exc)
+        raise
+    session.commit()  # the wake hook runs now, after the execution row is visible
+    return _full(session, proposal_id)
+
+
+@router.post("/remediations/{proposal_id}/reject")
+def reject(
+    proposal_id: int,
+    body: RejectBody,
+    who: Approver,
+    context: ContextDep,
+    session: SessionDep,
+) -> RemediationRead:
+    _prepare(session, context)
+    try:
+        service.reject(
+            session,
+            proposal_id=proposal_id,
+            principal=who.name,
+            role=who.role.value,
+            reason=body.reason,
+            playbooks=playbooks_of(context),
+            now=context.clock.now(),
+        )
+    except RemediationError as exc:
+        _commit_refusal(session, exc)
+        raise
+    session.commit()
+    return _full(session, proposal_id)
+
+
+@router.post("/remediations/{proposal_id}/cancel")
+def cancel(
+    proposal_id: int,
+    who: Operator,
+    context: ContextDep,
+    session: SessionDep,
+    body: CancelBody | None = None,
+) -> RemediationRead:
+    _prepare(session, context)
+    try:
+        service.cancel(
+            session,
+            proposal_id=proposal_id,
+            principal=who.name,
+            reason=None if body is None else body.reason,
+            now=context.clock.now(),
+        )
+    except RemediationError as exc:
+        _commit_refusal(session, exc)
+        raise
+    session.commit()
+    return _full(session, proposal_id)
+
+
+@router.get("/executions/{execution_id}")
+def show_execution(execution_id: int, _: Viewer, session: SessionDep) -> ExecutionRead:
+    return _execution_read(service.get_execution(session, execution_id))
+
+
+@router.get("/playbooks")
+def list_playbooks(_: Viewer, context: ContextDep) -> list[PlaybookRead]:
+    return [_playbook_read(p) for _, p in sorted(playbooks_of(context).items())]
+
+
+@router.get("/audit")
+def list_audit(
+    _: Viewer,
+    session: SessionDep,
+    subject: Annotated[str | None, Query(max_length=255)] = None,
+    after: Annotated[int | None, Query(ge=0, description="cursor: entries after this seq")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditPage:
+    items = audit.entries(session, subject=subject, after=after, limit=limit + 1)
+    more = len(items) > limit
+    items = items[:limit]
+    return AuditPage(
+        items=[_audit_read(e) for e in items], next_cursor=items[-1].seq if more and items else None
+    )

@@ -1,0 +1,55 @@
+"""Playbooks built in code for the remediation tests, and a pinned clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from remediation.playbooks import Playbook
+
+T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
+
+
+def make_playbook(
+    name: str = "restart",
+    *,
+    version: int = 1,
+    quorum: int = 1,
+    roles: list[str] | None = None,
+    expires_after: str = "1h",
+    cooldown: str = "10m",
+    breaker_max_runs: int = 3,
+    breaker_window: str = "1h",
+    **extra: Any,
+) -> Playbook:
+    data: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "parameters": {
+            "deployment": {"type": "string", "pattern": "[a-z0-9-]+"},
+            "replicas": {"type": "int", "default": 1},
+        },
+        "steps": [
+            {
+                "kind": "command",
+                "name": "restart",
+                "argv": ["kubectl", "rollout", "restart", "deployment/{{ params.deployment }}"],
+            }
+        ],
+        "guards": {
+            "cooldown": cooldown,
+            "breaker_max_runs": breaker_max_runs,
+            "breaker_window": breaker_window,
+        },
+        "approval": {
+            "quorum": quorum,
+            "roles": roles or ["approver", "admin"],
+            "expires_after": expires_after,
+        },
+    }
+    data.update(extra)
+    return Playbook.model_validate(data)
+
+
+def later(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)

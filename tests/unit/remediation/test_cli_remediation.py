@@ -1,0 +1,95 @@
+"""`prognos playbook validate|list` and `prognos audit verify|show` as a user runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from core.database import create_engine, migrate, session_factory
+from prognos.cli import app
+from remediation import audit
+from remediation.tables import AuditRow
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "playbooks"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prognos.yaml").write_text(
+        f"data_dir: {tmp_path / 'var'}\nremediation:\n  playbooks_dir: {DEPLOY}\n"
+    )
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_validate_accepts_the_shipped_playbooks() -> None:
+    code, output = invoke("playbook", "validate", str(DEPLOY))
+    assert code == 0, output
+    assert "restart-deployment.yaml: ok (restart-deployment v1" in output
+    assert output.count(": ok (") == 4
+
+
+def test_validate_points_at_file_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: restart\n"
+        "version: 1\n"
+        "steps:\n"
+        "  - kind: command\n"
+        "    name: restart\n"
+        '    argv: "kubectl rollout restart deployment/cart"\n'
+        "    retry: 3\n"
+    )
+    good = DEPLOY / "scale-up.yaml"
+    code, output = invoke("playbook", "validate", str(bad), str(good))
+    assert code == 2
+    assert f"{bad}:6: steps[0].argv: a command must be an argv list" in output
+    assert f"{bad}:7: steps[0].retry: unknown key" in output
+    assert "scale-up.yaml: ok" in output
+
+
+def test_list_shows_the_configured_playbooks(workdir: Path) -> None:
+    code, output = invoke("playbook", "list")
+    assert code == 0, output
+    assert "rotate-db-credentials v1  risk=high" in output
+    assert "quorum=2 (approver/admin)" in output
+
+
+def test_audit_verify_and_show_detect_tampering(workdir: Path) -> None:
+    engine = create_engine(f"sqlite:///{workdir / 'var' / 'prognos.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    head = workdir / "var" / "audit-head"
+    for i in range(3):
+        with sessions() as session:
+            audit.append(
+                session,
+                actor="alice",
+                action="approve",
+                subject=f"proposal:{i}",
+                data={"n": i},
+                checkpoint=head,
+            )
+            session.commit()
+
+    code, output = invoke("audit", "verify")
+    assert code == 0, output
+    assert "audit chain intact: 3 entries, anchored at seq 3" in output
+    code, output = invoke("audit", "show", "--subject", "proposal:1")
+    assert code == 0 and "approve" in output and "proposal:1" in output
+
+    with sessions() as session:
+        session.execute(sa.delete(AuditRow).where(AuditRow.seq == 3))
+        session.commit()
+    engine.dispose()
+    code, output = invoke("audit", "verify")
+    assert code == 1
+    assert "TAMPERED" in output and "removed from the tail" in output

@@ -13,7 +13,7 @@ from core.settings import Settings, TargetSettings
 from ingest.domain import Source
 from models.scoring import ScoringConfig
 from models.service import CalibratorBank, ServingModels
-from remediation.playbooks import Playbook
+from remediation.playbooks import Playbook, load_playbooks
 
 
 @dataclass
@@ -35,3 +35,9 @@ class ServiceContext:
     # first use) and the hook an approval calls after commit to start the executor at once.
     playbooks: dict[str, Playbook] | None = None
     wake_executor: Callable[[], None] = field(default=lambda: None)
+
+    def loaded_playbooks(self) -> dict[str, Playbook]:
+        """The playbooks, read once from settings.remediation.playbooks_dir if not given."""
+        if self.playbooks is None:
+            self.playbooks = load_playbooks(self.settings.remediation.playbooks_dir)
+        return self.playbooks

@@ -7,6 +7,7 @@ import logging
 from api.context import ServiceContext
 from core.clock import to_epoch
 from core.database import session_scope
+from core.errors import PrognosError
 from core.settings import TargetSettings
 from ingest import service as ingest_service
 from ingest.errors import IngestError
@@ -100,9 +101,76 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
 
 
 def cycle(context: ServiceContext) -> None:
-    """The scheduler's main job: ingest, then forecast and score what was ingested."""
+    """The scheduler's main job: ingest, forecast and score what was ingested, then act on it:
+    propose playbooks for new breach warnings and expire stale proposals."""
     ingest_cycle(context)
     forecast_cycle(context)
+    propose_for_breaches(context)
+    expire_proposals(context)
+
+
+def propose_for_breaches(context: ServiceContext) -> int:
+    """Propose the matching playbooks for every breach warning that turned on this cycle (the
+    proposal's target is the series' service). Returns how many proposals were made."""
+    import sqlalchemy as sa
+
+    from ingest.tables import SeriesRow
+    from models.tables import BreachRow
+    from remediation import service as remediation_service
+
+    playbooks = context.loaded_playbooks()
+    if not playbooks:
+        return 0
+    made = 0
+    now = context.clock.now()
+    with session_scope(context.sessions) as session:
+        fresh = session.execute(
+            sa.select(BreachRow.series_id, SeriesRow.service)
+            .join(SeriesRow, SeriesRow.id == BreachRow.series_id)
+            .where(BreachRow.warning.is_(True), BreachRow.warning_since == BreachRow.made_at)
+            .order_by(BreachRow.series_id)
+        ).all()
+        for series_id, service in fresh:
+            if not service:
+                continue
+            try:
+                proposals = remediation_service.auto_propose(
+                    session,
+                    playbooks=playbooks,
+                    kind="breach",
+                    service=service,
+                    suspect=False,
+                    target=service,
+                    evidence={"breach": remediation_service.breach_evidence(session, series_id)},
+                    now=now,
+                )
+                session.commit()
+            except PrognosError as exc:
+                session.rollback()
+                log.warning("no proposal for the breach of series %d: %s", series_id, exc.message)
+                continue
+            made += len(proposals)
+            for proposal in proposals:
+                log.info(
+                    "proposed %s for %s (predicted breach of series %d): proposal %d",
+                    proposal.playbook,
+                    service,
+                    series_id,
+                    proposal.id,
+                )
+    return made
+
+
+def expire_proposals(context: ServiceContext) -> list[int]:
+    """Deny proposals nobody approved before their expiry."""
+    from remediation import service as remediation_service
+
+    with session_scope(context.sessions) as session:
+        expired = remediation_service.expire_stale(session, now=context.clock.now())
+        session.commit()
+    if expired:
+        log.info("expired %d unapproved proposal(s): %s", len(expired), expired)
+    return expired
 
 
 def retrain(

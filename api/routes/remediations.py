@@ -21,7 +21,7 @@ from remediation.domain import (
     ProposalStatus,
     RemediationError,
 )
-from remediation.playbooks import Playbook, load_playbooks
+from remediation.playbooks import Playbook
 
 router = APIRouter(prefix="/v1", tags=["remediation"])
 
@@ -157,9 +157,7 @@ class AuditPage(BaseModel):
 
 def playbooks_of(context: ServiceContext) -> dict[str, Playbook]:
     """The context's playbooks, read once from settings.remediation.playbooks_dir if unset."""
-    if context.playbooks is None:
-        context.playbooks = load_playbooks(context.settings.remediation.playbooks_dir)
-    return context.playbooks
+    return context.loaded_playbooks()
 
 
 def _prepare(session: Session, context: ServiceContext) -> None:

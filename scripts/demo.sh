@@ -13,7 +13,12 @@ echo "==> one ingest cycle into the database"
 prognos ingest --once
 echo "==> what Prognos now knows"
 prognos series --limit 20
+echo "==> playbooks the daemon may propose (deploy/playbooks)"
+prognos playbook list
 echo "==> a read-only API token for you (curl -H 'Authorization: Bearer <token>' ...):"
 prognos token create --role viewer --name demo
+echo "==> an approver token: the leaking cart pod gets a predicted-breach warning within minutes"
+echo "    (GET /v1/breaches); the daemon then proposes scale-up (GET /v1/remediations)"
+prognos token create --role approver --name demo-approver
 echo "==> starting the service: API + scheduler (Ctrl-C to stop)"
 exec prognos run ${DEMO_DURATION:+--duration "$DEMO_DURATION"}

@@ -1,0 +1,321 @@
+"""Root-cause ranking over spans and metrics: what moved between a baseline and an incident
+window, where in the call graph, and which service and operation most likely started it.
+
+Evidence, all as robust z-scores against the baseline (median and MAD, with an IQR and a 1 %-of-
+level floor so that a flat baseline does not turn noise into certainty):
+
+- **self time** per (service, operation): a span's duration minus its children's. A slow leaf or
+  a CPU-starved pod shows here at the culprit, not at its callers, whose durations only carry
+  the children's time. Both directions count: a service that errors early *loses* self time.
+- **edge gap** per callee: the caller's client span minus the callee's server span, i.e. time
+  on the wire or in queues. A network delay at a pod shows on the edges into it, and it is the
+  callee that is blamed (the caller's own code did not change).
+- **errors**: the error share of a (service, operation), when spans carry a status.
+- **resource metrics** (optional): per-service CPU / memory style metrics, robust z of the
+  incident mean against the baseline; they weigh half as much as span evidence, and are the
+  only evidence when there are no spans.
+- **model scores** (optional): calibrated anomaly scores from `models`, per service.
+
+A service's span score is the largest |z| of its operations' self time, its inbound edge gap and
+its error share; each evidence kind is scaled by its largest value over services, so one kind
+cannot drown the others, and the scores add. The call graph (caller -> callee from parent/child
+spans) gives each suspect's call path from the entry service.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from rca.findings import Evidence, RcaReport, Suspect
+
+#: metrics whose name contains one of these count as resource saturation evidence
+RESOURCE_HINTS = ("cpu", "mem", "memory")
+METRIC_WEIGHT = 0.5
+MIN_BASE = 5  #: baseline spans an operation needs to be judged
+MIN_INCIDENT = 3
+
+
+def epoch_ns(index: pd.Index) -> np.ndarray:
+    """Epoch nanoseconds of a datetime index, whatever its unit; naive times are UTC."""
+    times = pd.DatetimeIndex(index)
+    if times.tz is None:
+        times = times.tz_localize(UTC)
+    return np.asarray(times.as_unit("ns").asi8)
+
+
+def robust_z(value: float, baseline: np.ndarray) -> float:
+    base = baseline[np.isfinite(baseline)]
+    if len(base) == 0 or not np.isfinite(value):
+        return 0.0
+    med = float(np.median(base))
+    mad = float(np.median(np.abs(base - med))) * 1.4826
+    q75, q25 = np.percentile(base, [75, 25])
+    scale = max(mad, float(q75 - q25) / 1.349, 0.01 * abs(med), 1e-9)
+    return (value - med) / scale
+
+
+def annotate(spans: pd.DataFrame) -> pd.DataFrame:
+    """Add dur, self (duration minus children's), parent_service and gap (parent - self) for
+    spans whose parent is in another service."""
+    df = spans.copy()
+    df["dur"] = (df["end_ns"] - df["start_ns"]).astype(np.float64)
+    by_id = df.drop_duplicates("span_id").set_index("span_id")
+    df["parent_service"] = df["parent_id"].map(by_id["service"])
+    df["parent_dur"] = df["parent_id"].map(by_id["dur"])
+    children = df[df["parent_id"] != ""].groupby("parent_id")["dur"].sum()
+    df["self"] = (df["dur"] - df["span_id"].map(children).fillna(0.0)).clip(lower=0.0)
+    df["cross"] = df["parent_service"].notna() & (df["parent_service"] != df["service"])
+    df["gap"] = np.where(df["cross"], df["parent_dur"] - df["dur"], np.nan)
+    return df
+
+
+def call_edges(spans: pd.DataFrame) -> set[tuple[str, str]]:
+    """caller -> callee service pairs seen in parent/child spans."""
+    df = spans if "parent_service" in spans else annotate(spans)
+    cross = df[df["cross"]]
+    return set(zip(cross["parent_service"].astype(str), cross["service"], strict=True))
+
+
+def entry_services(spans: pd.DataFrame) -> list[str]:
+    roots = spans[spans["parent_id"] == ""]["service"]
+    return list(roots.value_counts().index)
+
+
+def call_path(edges: set[tuple[str, str]], entries: Sequence[str], target: str) -> list[str]:
+    """Shortest caller -> callee path from an entry service to `target` (BFS)."""
+    graph: dict[str, list[str]] = {}
+    for a, b in sorted(edges):
+        graph.setdefault(a, []).append(b)
+    for entry in entries:
+        seen = {entry: [entry]}
+        queue = deque([entry])
+        while queue:
+            node = queue.popleft()
+            if node == target:
+                return seen[node]
+            for nxt in graph.get(node, []):
+                if nxt not in seen:
+                    seen[nxt] = [*seen[node], nxt]
+                    queue.append(nxt)
+    return [target]
+
+
+def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[Evidence]]:
+    """Per service, the evidence its spans give (all kinds; z may be small)."""
+    b, i = annotate(base), annotate(incident)
+    out: dict[str, list[Evidence]] = {}
+    base_ops = {key: g for key, g in b.groupby(["service", "operation"])}
+    for (service, operation), g in i.groupby(["service", "operation"]):
+        bo = base_ops.get((service, operation))
+        if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
+            continue
+        after = float(np.median(g["self"]))
+        z = robust_z(after, bo["self"].to_numpy())
+        out.setdefault(service, []).append(
+            Evidence(
+                "self_time",
+                str(operation),
+                float(np.median(bo["self"])) / 1e6,
+                after / 1e6,
+                z,
+                "median self time, ms",
+            )
+        )
+        if bool(g["error"].any() or bo["error"].any()):
+            before_share, after_share = float(bo["error"].mean()), float(g["error"].mean())
+            n = len(g)
+            p = max(before_share, 1.0 / (len(bo) + 1))
+            z_err = (after_share - before_share) / max(np.sqrt(p * (1 - p) / n), 1e-9)
+            out[service].append(
+                Evidence("errors", str(operation), before_share, after_share, z_err, "error share")
+            )
+    base_edges = {key: g for key, g in b[b["cross"]].groupby("service")}
+    for service, g in i[i["cross"]].groupby("service"):
+        bo = base_edges.get(service)
+        if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
+            continue
+        after = float(np.median(g["gap"]))
+        callers = ", ".join(sorted(set(g["parent_service"].astype(str))))
+        out.setdefault(str(service), []).append(
+            Evidence(
+                "edge_gap",
+                f"{callers} -> {service}",
+                float(np.median(bo["gap"])) / 1e6,
+                after / 1e6,
+                robust_z(after, bo["gap"].to_numpy()),
+                "caller's span minus callee's span, ms",
+            )
+        )
+    return out
+
+
+def metric_evidence(
+    base: pd.DataFrame, incident: pd.DataFrame, *, resource_only: bool = False
+) -> dict[str, list[Evidence]]:
+    """Per service from wide metric frames whose columns are "<service>|<metric>": robust z of
+    the incident mean against the baseline rows."""
+    out: dict[str, list[Evidence]] = {}
+    for column in incident.columns:
+        service, _, metric = str(column).partition("|")
+        if resource_only and not any(h in metric.lower() for h in RESOURCE_HINTS):
+            continue
+        if column not in base:
+            continue
+        b = pd.to_numeric(base[column], errors="coerce").to_numpy(dtype=np.float64)
+        a = pd.to_numeric(incident[column], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isfinite(b).sum() < 3 or not np.isfinite(a).any():
+            continue
+        after = float(np.nanmean(a))
+        out.setdefault(service, []).append(
+            Evidence(
+                "metric",
+                metric,
+                float(np.nanmedian(b)),
+                after,
+                robust_z(after, b),
+                "mean in the window vs baseline median",
+            )
+        )
+    return out
+
+
+def _strength(evidence: Sequence[Evidence], kinds: Sequence[str]) -> float:
+    values = [abs(e.z) for e in evidence if e.kind in kinds]
+    return max(values) if values else 0.0
+
+
+def _scaled(scores: Mapping[str, float]) -> dict[str, float]:
+    top = max(scores.values(), default=0.0)
+    return {k: (v / top if top > 0 else 0.0) for k, v in scores.items()}
+
+
+def analyze(
+    spans: pd.DataFrame | None,
+    *,
+    baseline: tuple[int, int],
+    incident: tuple[int, int],
+    metrics: pd.DataFrame | None = None,
+    metric_scores: Mapping[str, float] | None = None,
+    metric_windows: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    symptom: str | None = None,
+    top_evidence: int = 4,
+) -> RcaReport:
+    """Rank services and operations for an incident.
+
+    spans: a span frame (ingest.spans.SPAN_COLUMNS) covering both windows; windows are [start,
+    end) in epoch ns. metrics: a wide frame indexed by UTC timestamps with columns
+    "<service>|<metric>" (e.g. "cart|cpu"). metric_scores: calibrated anomaly scores per service
+    from the forecasting models. Any of the three may be missing. metric_windows: (baseline,
+    incident) for the metrics when they differ from the spans' (coarser metric steps need a
+    longer baseline).
+    """
+    evidence: dict[str, list[Evidence]] = {}
+    edges: set[tuple[str, str]] = set()
+    entries: list[str] = []
+    if spans is not None and len(spans):
+        in_base = (spans["start_ns"] >= baseline[0]) & (spans["start_ns"] < baseline[1])
+        in_incident = (spans["start_ns"] >= incident[0]) & (spans["start_ns"] < incident[1])
+        base_spans, incident_spans = spans[in_base], spans[in_incident]
+        for service, items in span_evidence(base_spans, incident_spans).items():
+            evidence.setdefault(service, []).extend(items)
+        edges = call_edges(annotate(spans))
+        entries = entry_services(incident_spans) or entry_services(spans)
+    span_kinds = ("self_time", "edge_gap", "errors")
+    span_score = _scaled({s: _strength(ev, span_kinds) for s, ev in evidence.items()})
+    metric_score: dict[str, float] = {}
+    if metrics is not None and len(metrics):
+        stamps = epoch_ns(metrics.index)
+        m_base, m_incident = metric_windows or (baseline, incident)
+        b = metrics[(stamps >= m_base[0]) & (stamps < m_base[1])]
+        a = metrics[(stamps >= m_incident[0]) & (stamps < m_incident[1])]
+        only_resources = bool(span_score)
+        for service, items in metric_evidence(b, a, resource_only=only_resources).items():
+            evidence.setdefault(service, []).extend(items)
+        metric_score = _scaled({s: _strength(ev, ("metric",)) for s, ev in evidence.items()})
+    weight = METRIC_WEIGHT if span_score else 1.0
+    model_score = _scaled(dict(metric_scores or {}))
+    services = set(evidence) | set(model_score)
+    total = {
+        s: span_score.get(s, 0.0) + weight * metric_score.get(s, 0.0) + 0.5 * model_score.get(s, 0)
+        for s in services
+    }
+    ranked = sorted(services, key=lambda s: (-total[s], s))
+    suspects = []
+    for service in ranked:
+        items = sorted(evidence.get(service, []), key=lambda e: -abs(e.z))[:top_evidence]
+        op = next((e.subject for e in items if e.kind in ("self_time", "errors")), None)
+        suspects.append(
+            Suspect(
+                service, op, round(total[service], 4), items, call_path(edges, entries, service)
+            )
+        )
+    operations = []
+    for service in ranked:
+        for e in evidence.get(service, []):
+            if e.kind in ("self_time", "errors"):
+                operations.append(Suspect(service, e.subject, round(abs(e.z), 4), [e], []))
+    operations.sort(key=lambda s: -s.score)
+    # One entry per (service, operation): the strongest evidence wins.
+    seen: set[tuple[str, str | None]] = set()
+    unique_ops = []
+    for s in operations:
+        if (s.service, s.operation) not in seen:
+            seen.add((s.service, s.operation))
+            unique_ops.append(s)
+    start = datetime.fromtimestamp(incident[0] / 1e9, UTC)
+    if symptom is None:
+        entry = entries[0] if entries else (ranked[0] if ranked else "unknown")
+        symptom = f"{entry}: latency or errors moved (entry service of the traces)"
+    return RcaReport(
+        started_at=start,
+        window=(start, datetime.fromtimestamp(incident[1] / 1e9, UTC)),
+        baseline=(
+            datetime.fromtimestamp(baseline[0] / 1e9, UTC),
+            datetime.fromtimestamp(baseline[1] / 1e9, UTC),
+        ),
+        symptom=symptom,
+        suspects=suspects,
+        operations=unique_ops[:20],
+    )
+
+
+# ------------------------------------------------------------------------- baselines
+
+
+def n_sigma(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
+    """N-Sigma: per service, the largest |mean incident - mean baseline| / std baseline."""
+    scores: dict[str, float] = {}
+    for column in metrics_incident.columns:
+        if column not in metrics_base:
+            continue
+        service = str(column).partition("|")[0]
+        b = pd.to_numeric(metrics_base[column], errors="coerce").dropna().to_numpy(np.float64)
+        a = pd.to_numeric(metrics_incident[column], errors="coerce").dropna().to_numpy(np.float64)
+        if len(b) < 3 or len(a) == 0:
+            continue
+        z = abs(a.mean() - b.mean()) / max(float(b.std()), 1e-9)
+        scores[service] = max(scores.get(service, 0.0), z)
+    return sorted(scores, key=lambda s: (-scores[s], s))
+
+
+def baro(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
+    """BARO-style: per service, the largest robust z (median / IQR) of any incident value."""
+    scores: dict[str, float] = {}
+    for column in metrics_incident.columns:
+        if column not in metrics_base:
+            continue
+        service = str(column).partition("|")[0]
+        b = pd.to_numeric(metrics_base[column], errors="coerce").dropna().to_numpy(np.float64)
+        a = pd.to_numeric(metrics_incident[column], errors="coerce").dropna().to_numpy(np.float64)
+        if len(b) < 3 or len(a) == 0:
+            continue
+        q75, q25 = np.percentile(b, [75, 25])
+        iqr = max(float(q75 - q25), 1e-9)
+        z = float(np.max(np.abs(a - np.median(b)))) / iqr
+        scores[service] = max(scores.get(service, 0.0), z)
+    return sorted(scores, key=lambda s: (-scores[s], s))

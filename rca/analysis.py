@@ -38,6 +38,7 @@ RESOURCE_HINTS = ("cpu", "mem", "memory")
 METRIC_WEIGHT = 0.5
 MIN_BASE = 5  #: baseline spans an operation needs to be judged
 MIN_INCIDENT = 3
+EXCLUDE_CLIENT_SELF = True
 
 
 def epoch_ns(index: pd.Index) -> np.ndarray:
@@ -70,6 +71,18 @@ def annotate(spans: pd.DataFrame) -> pd.DataFrame:
     children = df[df["parent_id"] != ""].groupby("parent_id")["dur"].sum()
     df["self"] = (df["dur"] - df["span_id"].map(children).fillna(0.0)).clip(lower=0.0)
     df["cross"] = df["parent_service"].notna() & (df["parent_service"] != df["service"])
+    # A client span: its only child runs in another service. Its self time is time on the
+    # wire to that child, evidence about the edge (the callee's gap), not the caller's code.
+    kids = (
+        df[df["parent_id"] != ""]
+        .groupby("parent_id")
+        .agg(n=("span_id", "size"), remote=("cross", "sum"))
+    )
+    single_remote = kids[(kids["n"] == 1) & (kids["remote"] == 1)].index
+    df["client"] = df["span_id"].isin(single_remote)
+    # An error a span only passes on from a failed child is not its own: blame the deepest.
+    failed_children = df[df["error"] & (df["parent_id"] != "")]["parent_id"].unique()
+    df["own_error"] = df["error"] & ~df["span_id"].isin(failed_children)
     df["gap"] = np.where(df["cross"], df["parent_dur"] - df["dur"], np.nan)
     return df
 
@@ -114,9 +127,12 @@ def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[
         bo = base_ops.get((service, operation))
         if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
             continue
+        out.setdefault(service, [])
+        if EXCLUDE_CLIENT_SELF and bool(g["client"].all()):
+            continue  # a client span's self time is its edge gap, judged at the callee
         after = float(np.median(g["self"]))
         z = robust_z(after, bo["self"].to_numpy())
-        out.setdefault(service, []).append(
+        out[service].append(
             Evidence(
                 "self_time",
                 str(operation),
@@ -126,8 +142,8 @@ def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[
                 "median self time, ms",
             )
         )
-        if bool(g["error"].any() or bo["error"].any()):
-            before_share, after_share = float(bo["error"].mean()), float(g["error"].mean())
+        if bool(g["own_error"].any() or bo["own_error"].any()):
+            before_share, after_share = float(bo["own_error"].mean()), float(g["own_error"].mean())
             n = len(g)
             p = max(before_share, 1.0 / (len(bo) + 1))
             z_err = (after_share - before_share) / max(np.sqrt(p * (1 - p) / n), 1e-9)

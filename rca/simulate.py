@@ -1,0 +1,169 @@
+"""A generated microservice system whose traces carry an injected fault, for tests and benchmarks.
+
+`System.generate(n_services, seed)` builds a random call tree: service 0 is the entry, every other
+service has one caller among the services before it, and each service has 1-3 operations with
+their own latencies. `System.traces(...)` produces a span frame (ingest.spans) of requests
+arriving uniformly over a time range; each request walks the tree (every child called with a
+per-edge probability), child spans nested inside their parent with a network gap before and after.
+
+Faults (`Fault(kind, service, operation)`, active from `start_ns`):
+- "slow": the operation (or all of the service's) gets extra self time (a slow leaf);
+- "errors": the service's spans fail (error=True) and, as an error propagates, so do its callers';
+- "network": the edges into the service get extra gap (caller span minus callee span);
+- "cpu": all operations of the service get slower by a factor, and `System.metrics` shows its
+  CPU saturating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ingest.spans import SPAN_COLUMNS
+
+MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  #: slow, errors, network or cpu
+    service: str
+    operation: str | None = None
+    start_ns: int = 0
+    magnitude: float = 1.0  #: scales the effect (1: clearly visible)
+
+
+@dataclass
+class System:
+    services: list[str]
+    parent: dict[str, str | None]
+    operations: dict[str, list[str]]
+    self_ms: dict[tuple[str, str], float]
+    call_probability: dict[str, float]
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def generate(cls, n_services: int = 8, seed: int = 0) -> System:
+        rng = np.random.default_rng(seed)
+        names = ["frontend"] + [f"svc{i:02d}" for i in range(1, n_services)]
+        parent: dict[str, str | None] = {names[0]: None}
+        for i, name in enumerate(names[1:], 1):
+            # Prefer recent callers a little: deeper trees than a star.
+            parent[name] = names[int(rng.integers(max(0, i - 4), i))]
+        operations = {s: [f"{s}/op{k}" for k in range(int(rng.integers(1, 4)))] for s in names}
+        self_ms = {(s, op): float(rng.uniform(0.5, 8.0)) for s in names for op in operations[s]}
+        probability = {s: float(rng.uniform(0.6, 1.0)) for s in names}
+        system = cls(names, parent, operations, self_ms, probability)
+        for s, p in parent.items():
+            if p is not None:
+                system.children.setdefault(p, []).append(s)
+        return system
+
+    def traces(
+        self,
+        *,
+        start_ns: int,
+        end_ns: int,
+        requests: int,
+        fault: Fault | None = None,
+        seed: int = 1,
+    ) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        rows: list[tuple[str, str, str, str, str, int, int, bool]] = []
+        arrivals = np.sort(rng.integers(start_ns, end_ns, size=requests))
+        for r, t0 in enumerate(arrivals.tolist()):
+            trace_id = f"{seed:04x}{r:012x}"
+            self._span(rows, rng, trace_id, "", self.services[0], int(t0), fault, [0])
+        frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
+        return frame.astype(SPAN_COLUMNS)
+
+    def _span(
+        self,
+        rows: list[tuple[str, str, str, str, str, int, int, bool]],
+        rng: np.random.Generator,
+        trace_id: str,
+        parent_id: str,
+        service: str,
+        start: int,
+        fault: Fault | None,
+        counter: list[int],
+    ) -> tuple[int, bool]:
+        """Append the span of `service` (and its subtree) starting at `start`; returns its end
+        and whether it failed."""
+        counter[0] += 1
+        span_id = f"{trace_id[-8:]}{counter[0]:08x}"
+        ops = self.operations[service]
+        operation = ops[int(rng.integers(0, len(ops)))]
+        active = fault is not None and start >= fault.start_ns and fault.service == service
+        own = self.self_ms[(service, operation)] * float(rng.lognormal(0.0, 0.15))
+        if active and fault is not None:
+            if fault.kind == "slow" and fault.operation in (None, operation):
+                own += 25.0 * fault.magnitude
+            elif fault.kind == "cpu":
+                own *= 1.0 + 4.0 * fault.magnitude
+        t = start + int(own * MS / 2)
+        failed = active and fault is not None and fault.kind == "errors"
+        for child in self.children.get(service, []):
+            if rng.random() > self.call_probability[child]:
+                continue
+            # A client span in the caller wraps the callee's server span; the time between
+            # them is the network (and queueing) on that edge.
+            gap = int(float(rng.uniform(0.2, 0.6)) * MS)
+            hit = fault is not None and fault.kind == "network" and fault.service == child
+            if hit and fault is not None and start >= fault.start_ns:
+                gap += int(15.0 * fault.magnitude * MS)
+            counter[0] += 1
+            client_id = f"{trace_id[-8:]}{counter[0]:08x}"
+            child_end, child_failed = self._span(
+                rows, rng, trace_id, client_id, child, t + gap, fault, counter
+            )
+            rows.append(
+                (
+                    trace_id,
+                    client_id,
+                    span_id,
+                    service,
+                    f"call {child}",
+                    t,
+                    child_end + gap,
+                    child_failed,
+                )
+            )
+            t = child_end + gap
+            failed = failed or child_failed
+        end = t + int(own * MS / 2)
+        rows.append((trace_id, span_id, parent_id, service, operation, start, end, failed))
+        return end, failed
+
+    def metrics(
+        self,
+        *,
+        start_ns: int,
+        end_ns: int,
+        step_s: int = 15,
+        fault: Fault | None = None,
+        seed: int = 2,
+    ) -> pd.DataFrame:
+        """Per-service CPU and memory every `step_s` seconds ("<service>|cpu", "<service>|memory");
+        a "cpu" fault saturates its service's CPU from the fault's start."""
+        rng = np.random.default_rng(seed)
+        times = np.arange(start_ns, end_ns, step_s * 10**9)
+        data = {}
+        for s in self.services:
+            cpu = 0.3 + 0.05 * rng.standard_normal(len(times))
+            memory = 200.0 + 5.0 * rng.standard_normal(len(times))
+            if fault is not None and fault.kind == "cpu" and fault.service == s:
+                cpu = np.where(
+                    times >= fault.start_ns, 0.97 + 0.01 * rng.standard_normal(len(times)), cpu
+                )
+            data[f"{s}|cpu"] = cpu
+            data[f"{s}|memory"] = memory
+        return pd.DataFrame(data, index=pd.to_datetime(times, unit="ns", utc=True))
+
+    def path_to(self, service: str) -> list[str]:
+        path = [service]
+        while (p := self.parent[path[0]]) is not None:
+            path.insert(0, p)
+        return path

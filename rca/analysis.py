@@ -61,29 +61,38 @@ def robust_z(value: float, baseline: np.ndarray) -> float:
 
 
 def annotate(spans: pd.DataFrame) -> pd.DataFrame:
-    """Add dur, self (duration minus children's), parent_service and gap (parent - self) for
-    spans whose parent is in another service."""
-    df = spans.copy()
-    df["dur"] = (df["end_ns"] - df["start_ns"]).astype(np.float64)
-    by_id = df.drop_duplicates("span_id").set_index("span_id")
-    df["parent_service"] = df["parent_id"].map(by_id["service"])
-    df["parent_dur"] = df["parent_id"].map(by_id["dur"])
-    children = df[df["parent_id"] != ""].groupby("parent_id")["dur"].sum()
-    df["self"] = (df["dur"] - df["span_id"].map(children).fillna(0.0)).clip(lower=0.0)
-    df["cross"] = df["parent_service"].notna() & (df["parent_service"] != df["service"])
+    """Add dur, self (duration minus its children's), parent_service, cross (the parent runs in
+    another service), gap (parent's duration minus this span's, for cross spans), client (the
+    span's only child runs in another service) and own_error (failed, but not because a child
+    did). Vectorised on row positions: 200,000 spans in well under a second."""
+    df = spans.reset_index(drop=True).copy()
+    n = len(df)
+    dur = (df["end_ns"].to_numpy(np.int64) - df["start_ns"].to_numpy(np.int64)).astype(np.float64)
+    first = ~df["span_id"].duplicated().to_numpy()
+    rows = np.flatnonzero(first)
+    position = pd.Index(df["span_id"].to_numpy()[first]).get_indexer(df["parent_id"].to_numpy())
+    parent = np.where(position >= 0, rows[np.maximum(position, 0)], -1)
+    has_parent = parent >= 0
+    service = df["service"].to_numpy(dtype=object)
+    parent_service = np.where(has_parent, service[np.maximum(parent, 0)], None)
+    cross = has_parent & (parent_service != service)
+    below = parent[has_parent]
+    child_time = np.bincount(below, weights=dur[has_parent], minlength=n)
+    child_count = np.bincount(below, minlength=n)
+    remote_count = np.bincount(parent[cross], minlength=n)
+    error = df["error"].to_numpy(dtype=bool)
+    failed_children = np.bincount(parent[has_parent & error], minlength=n)
+    parent_dur = np.where(has_parent, dur[np.maximum(parent, 0)], np.nan)
+    df["dur"] = dur
+    df["self"] = np.clip(dur - child_time, 0.0, None)
+    df["parent_service"] = parent_service
+    df["cross"] = cross
+    df["gap"] = np.where(cross, parent_dur - dur, np.nan)
     # A client span: its only child runs in another service. Its self time is time on the
     # wire to that child, evidence about the edge (the callee's gap), not the caller's code.
-    kids = (
-        df[df["parent_id"] != ""]
-        .groupby("parent_id")
-        .agg(n=("span_id", "size"), remote=("cross", "sum"))
-    )
-    single_remote = kids[(kids["n"] == 1) & (kids["remote"] == 1)].index
-    df["client"] = df["span_id"].isin(single_remote)
+    df["client"] = (child_count == 1) & (remote_count == 1)
     # An error a span only passes on from a failed child is not its own: blame the deepest.
-    failed_children = df[df["error"] & (df["parent_id"] != "")]["parent_id"].unique()
-    df["own_error"] = df["error"] & ~df["span_id"].isin(failed_children)
-    df["gap"] = np.where(df["cross"], df["parent_dur"] - df["dur"], np.nan)
+    df["own_error"] = error & (failed_children == 0)
     return df
 
 
@@ -120,7 +129,8 @@ def call_path(edges: set[tuple[str, str]], entries: Sequence[str], target: str) 
 
 def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[Evidence]]:
     """Per service, the evidence its spans give (all kinds; z may be small)."""
-    b, i = annotate(base), annotate(incident)
+    b = base if "self" in base else annotate(base)
+    i = incident if "self" in incident else annotate(incident)
     out: dict[str, list[Evidence]] = {}
     base_ops = {key: g for key, g in b.groupby(["service", "operation"])}
     for (service, operation), g in i.groupby(["service", "operation"]):
@@ -234,12 +244,14 @@ def analyze(
     edges: set[tuple[str, str]] = set()
     entries: list[str] = []
     if spans is not None and len(spans):
-        in_base = (spans["start_ns"] >= baseline[0]) & (spans["start_ns"] < baseline[1])
-        in_incident = (spans["start_ns"] >= incident[0]) & (spans["start_ns"] < incident[1])
-        base_spans, incident_spans = spans[in_base], spans[in_incident]
+        annotated = annotate(spans)
+        start = annotated["start_ns"]
+        in_base = (start >= baseline[0]) & (start < baseline[1])
+        in_incident = (start >= incident[0]) & (start < incident[1])
+        base_spans, incident_spans = annotated[in_base], annotated[in_incident]
         for service, items in span_evidence(base_spans, incident_spans).items():
             evidence.setdefault(service, []).extend(items)
-        edges = call_edges(annotate(spans))
+        edges = call_edges(annotated)
         entries = entry_services(incident_spans) or entry_services(spans)
     span_kinds = ("self_time", "edge_gap", "errors")
     span_score = _scaled({s: _strength(ev, span_kinds) for s, ev in evidence.items()})

@@ -93,7 +93,7 @@ class System:
         """Append the span of `service` (and its subtree) starting at `start`; returns its end
         and whether it failed."""
         counter[0] += 1
-        span_id = f"{trace_id[-8:]}{counter[0]:08x}"
+        span_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
         ops = self.operations[service]
         operation = ops[int(rng.integers(0, len(ops)))]
         active = fault is not None and start >= fault.start_ns and fault.service == service
@@ -115,7 +115,7 @@ class System:
             if hit and fault is not None and start >= fault.start_ns:
                 gap += int(15.0 * fault.magnitude * MS)
             counter[0] += 1
-            client_id = f"{trace_id[-8:]}{counter[0]:08x}"
+            client_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
             child_end, child_failed = self._span(
                 rows, rng, trace_id, client_id, child, t + gap, fault, counter
             )

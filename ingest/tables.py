@@ -69,3 +69,19 @@ class IngestRunRow(Base):
     dropped_non_finite: Mapped[int] = mapped_column(sa.Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(sa.String(64))
     error_message: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class SpanRow(Base):
+    """One span as received (OTLP) or imported; times are epoch nanoseconds (UTC)."""
+
+    __tablename__ = "spans"
+    __table_args__ = (sa.Index("ix_spans_start_ns", "start_ns"),)
+
+    trace_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    span_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    parent_id: Mapped[str] = mapped_column(sa.String(64))
+    service: Mapped[str] = mapped_column(sa.String(255))
+    operation: Mapped[str] = mapped_column(sa.String(512))
+    start_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    end_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    error: Mapped[bool] = mapped_column(sa.Boolean)

@@ -1,0 +1,79 @@
+"""`POST /v1/traces`: OTLP/HTTP span intake, answering as the OTLP/HTTP specification says
+(google.rpc.Status bodies in the request's encoding), not with problem documents."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import OperationalError
+
+from api.auth import AuthError, Role, authenticate
+from api.deps import ContextDep
+from core.database import session_scope
+from core.errors import PrognosError
+from ingest import otlp
+from ingest.span_store import store_spans
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["traces"])
+
+
+def _answer(kind: str, status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=body, status_code=status, media_type=kind, headers=headers)
+
+
+def _error(kind: str, error: otlp.OtlpError, headers: dict[str, str] | None = None) -> Response:
+    body = otlp.status_body(kind, error.rpc_code, error.message)
+    return _answer(kind, error.http_status, body, headers)
+
+
+@router.post(
+    "/v1/traces",
+    summary="OTLP/HTTP trace export (protobuf or JSON); role ingest or admin",
+    response_class=Response,
+)
+async def export_traces(request: Request, context: ContextDep) -> Response:
+    declared = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    kind = declared if declared in (otlp.PROTOBUF, otlp.JSON) else otlp.JSON
+    limit = context.settings.spans.max_request_bytes
+    try:
+        _authorize(request, context)  # before reading a byte of the body
+        kind = otlp.media_type(request.headers.get("content-type"))
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise otlp.OtlpError(413, otlp.RESOURCE_EXHAUSTED, f"body exceeds {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise otlp.OtlpError(413, otlp.RESOURCE_EXHAUSTED, f"body exceeds {limit} bytes")
+        raw = otlp.inflate(bytes(body), request.headers.get("content-encoding"), limit)
+        decoded = otlp.decode(raw, kind)
+        with session_scope(context.sessions) as session:
+            stored = store_spans(session, decoded.spans)  # all of the batch or none of it
+            session.commit()
+    except otlp.OtlpError as exc:
+        return _error(kind, exc)
+    except (OperationalError, PrognosError) as exc:
+        log.warning("span intake unavailable: %s", type(exc).__name__)
+        error = otlp.OtlpError(503, otlp.UNAVAILABLE, "span store unavailable; retry later")
+        return _error(kind, error, {"Retry-After": "5"})
+    log.debug("stored %d spans (%d rejected)", stored, decoded.rejected)
+    return _answer(kind, 200, otlp.success_body(kind, decoded.rejected, decoded.reason))
+
+
+def _authorize(request: Request, context: ContextDep) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise otlp.OtlpError(401, otlp.UNAUTHENTICATED, "send Authorization: Bearer <token>")
+    with session_scope(context.sessions) as session:
+        try:
+            principal = authenticate(session, token=token.strip(), now=context.clock.now())
+        except AuthError as exc:
+            raise otlp.OtlpError(401, otlp.UNAUTHENTICATED, exc.message) from None
+        session.commit()
+    if not principal.allows(Role.INGEST):
+        message = f"role {principal.role.value!r} may not export spans; use an ingest token"
+        raise otlp.OtlpError(403, otlp.PERMISSION_DENIED, message)

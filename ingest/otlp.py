@@ -1,0 +1,242 @@
+"""OTLP/HTTP trace intake: ExportTraceServiceRequest bodies (protobuf or JSON) to span frames,
+and the answers the OTLP/HTTP specification prescribes.
+
+JSON follows the OTLP encoding, which differs from the proto3 JSON mapping: trace and span ids
+are hex strings, keys are lowerCamelCase, 64-bit integers may be strings, enums may be numbers.
+A malformed body is refused as a whole (400); a body over the limit, before or after gzip
+inflation, gets 413; an unsupported content type 415. Spans that cannot be used (missing ids)
+are left out and counted in `partial_success.rejected_spans`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from ingest.spans import SPAN_COLUMNS, empty_spans
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+STATUS_ERROR = Status.STATUS_CODE_ERROR  # 2
+# google.rpc.Code values used in error bodies
+INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED = (
+    3,
+    7,
+    8,
+    14,
+    16,
+)
+
+
+class OtlpError(Exception):
+    """An OTLP/HTTP error answer: HTTP status + google.rpc.Status code and message."""
+
+    def __init__(self, http_status: int, rpc_code: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.rpc_code = rpc_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Decoded:
+    spans: pd.DataFrame
+    rejected: int
+    reason: str = ""
+
+
+def media_type(content_type: str | None) -> str:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind not in (PROTOBUF, JSON):
+        raise OtlpError(
+            415,
+            INVALID_ARGUMENT,
+            f"unsupported content type {kind or 'none'!r}; send {PROTOBUF} or {JSON}",
+        )
+    return kind
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo `Content-Encoding: gzip` without ever holding more than `limit` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding != "gzip":
+        raise OtlpError(415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise OtlpError(400, INVALID_ARGUMENT, f"gzip body is corrupt: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise OtlpError(413, RESOURCE_EXHAUSTED, f"inflated body exceeds {limit} bytes")
+    return out
+
+
+def decode(body: bytes, kind: str) -> Decoded:
+    if kind == PROTOBUF:
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise OtlpError(
+                400, INVALID_ARGUMENT, f"not an ExportTraceServiceRequest: {exc}"
+            ) from None
+        return _from_protobuf(request)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OtlpError(400, INVALID_ARGUMENT, f"body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OtlpError(400, INVALID_ARGUMENT, "body must be a JSON object")
+    return from_json(data)
+
+
+def _from_protobuf(request: ExportTraceServiceRequest) -> Decoded:
+    rows: list[tuple[Any, ...]] = []
+    rejected = 0
+    for resource_spans in request.resource_spans:
+        service = "unknown_service"
+        for attribute in resource_spans.resource.attributes:
+            if attribute.key == "service.name" and attribute.value.HasField("string_value"):
+                service = attribute.value.string_value
+        for scope in resource_spans.scope_spans:
+            for span in scope.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    rejected += 1
+                    continue
+                rows.append(
+                    (
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex(),
+                        service,
+                        span.name,
+                        int(span.start_time_unix_nano),
+                        int(span.end_time_unix_nano),
+                        span.status.code == STATUS_ERROR,
+                    )
+                )
+    return _frame(rows, rejected)
+
+
+def from_json(data: dict[str, Any]) -> Decoded:
+    """An ExportTraceServiceRequest in OTLP JSON (also what OTLP JSON files hold)."""
+    rows: list[tuple[Any, ...]] = []
+    rejected = 0
+    try:
+        for resource_spans in _list(data, "resourceSpans"):
+            service = "unknown_service"
+            resource = resource_spans.get("resource") or {}
+            for attribute in _list(resource, "attributes"):
+                if attribute.get("key") == "service.name":
+                    value = (attribute.get("value") or {}).get("stringValue")
+                    if isinstance(value, str):
+                        service = value
+            for scope in _list(resource_spans, "scopeSpans"):
+                for span in _list(scope, "spans"):
+                    trace_id, span_id = span.get("traceId", ""), span.get("spanId", "")
+                    if not (_hex(trace_id, 32) and _hex(span_id, 16)):
+                        rejected += 1
+                        continue
+                    parent = span.get("parentSpanId") or ""
+                    if parent and not _hex(parent, 16):
+                        rejected += 1
+                        continue
+                    code = (span.get("status") or {}).get("code", 0)
+                    rows.append(
+                        (
+                            trace_id.lower(),
+                            span_id.lower(),
+                            parent.lower(),
+                            service,
+                            str(span.get("name", "")),
+                            int(span.get("startTimeUnixNano", 0)),
+                            int(span.get("endTimeUnixNano", 0)),
+                            code in (STATUS_ERROR, "STATUS_CODE_ERROR"),
+                        )
+                    )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise OtlpError(400, INVALID_ARGUMENT, f"malformed OTLP JSON: {exc}") from None
+    return _frame(rows, rejected)
+
+
+def _list(container: Any, key: str) -> list[Any]:
+    value = container.get(key) or []
+    if not isinstance(value, list):
+        raise TypeError(f"{key} must be a list")
+    return value
+
+
+def _hex(value: Any, length: int) -> bool:
+    if not isinstance(value, str) or len(value) != length:
+        return False
+    try:
+        return int(value, 16) != 0
+    except ValueError:
+        return False
+
+
+def _frame(rows: list[tuple[Any, ...]], rejected: int) -> Decoded:
+    if not rows:
+        return Decoded(empty_spans(), rejected, "spans without valid ids" if rejected else "")
+    frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS)).astype(SPAN_COLUMNS)
+    bad = frame["end_ns"] < frame["start_ns"]
+    if bad.any():
+        rejected += int(bad.sum())
+        frame = frame[~bad].reset_index(drop=True)
+    reason = "spans without valid ids or ending before they start" if rejected else ""
+    return Decoded(frame, rejected, reason)
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def success_body(kind: str, rejected: int = 0, reason: str = "") -> bytes:
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = reason
+    if kind == PROTOBUF:
+        return response.SerializeToString()
+    if not rejected:
+        return b"{}"
+    return json.dumps(
+        {"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": reason}}
+    ).encode()
+
+
+def status_body(kind: str, code: int, message: str) -> bytes:
+    """A google.rpc.Status (code = 1, message = 2), encoded by hand: two fields."""
+    if kind != PROTOBUF:
+        return json.dumps({"code": code, "message": message}).encode()
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """For tests and clients: the body as an OTLP exporter with compression would send it."""
+    return gzip.compress(data)

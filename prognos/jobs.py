@@ -15,6 +15,7 @@ from ingest.service import IngestSummary
 from models import service as model_service
 from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
+from rca.incidents import GroupingResult
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,60 @@ def cycle(context: ServiceContext) -> None:
     ingest_cycle(context)
     forecast_cycle(context)
     propose_for_breaches(context)
+    group_incidents(context)
     expire_proposals(context)
+
+
+def group_incidents(context: ServiceContext) -> GroupingResult:
+    """Group the alarms firing now into incidents (diagnosing new ones from the span store) and
+    propose the matching playbooks for each new incident's top suspect."""
+    from models.service import firing_alarms
+    from rca.incidents import group_alarms
+    from rca.tables import IncidentRow
+    from remediation import service as remediation_service
+
+    settings = context.settings
+    now = context.clock.now()
+    longest = max((t.step_seconds for t in context.targets), default=60)
+    with session_scope(context.sessions) as session:
+        alarms = firing_alarms(
+            session,
+            threshold=settings.models.anomaly_threshold,
+            hits=settings.models.alarm_hits,
+            window=settings.models.alarm_window,
+            since=to_epoch(now) - (settings.models.alarm_window + 1) * longest,
+        )
+        result = group_alarms(session, alarms, now=now, settings=settings.rca)
+        session.commit()
+        for incident_id in result.opened:
+            row = session.get(IncidentRow, incident_id)
+            log.info(
+                "incident %d opened: %s; top suspect %s",
+                incident_id,
+                ", ".join(row.services) if row else "?",
+                row.top_suspect if row else "?",
+            )
+            playbooks = context.loaded_playbooks()
+            if row is None or not row.top_suspect or not playbooks:
+                continue
+            try:
+                remediation_service.auto_propose(
+                    session,
+                    playbooks=playbooks,
+                    kind="incident",
+                    service=row.top_suspect,
+                    suspect=True,
+                    target=row.top_suspect,
+                    evidence={"incident_id": incident_id, "symptom": row.symptom},
+                    now=now,
+                )
+                session.commit()
+            except PrognosError as exc:
+                session.rollback()
+                log.warning("no proposal for incident %d: %s", incident_id, exc.message)
+    for incident_id in result.closed:
+        log.info("incident %d closed: its alarms have cleared", incident_id)
+    return result
 
 
 def propose_for_breaches(context: ServiceContext) -> int:
@@ -232,11 +286,17 @@ def retrain(
 
 
 def prune_samples(context: ServiceContext) -> int:
+    from ingest.span_store import prune_spans
+
+    now = context.clock.now()
     with session_scope(context.sessions) as session:
         removed = ingest_service.prune(
-            session, now=context.clock.now(), retention=context.settings.ingest.retention
+            session, now=now, retention=context.settings.ingest.retention
         )
+        spans = prune_spans(session, to_epoch(now - context.settings.spans.retention) * 10**9)
         session.commit()
+    if spans:
+        log.info("pruned %d spans older than %s", spans, context.settings.spans.retention)
     if removed:
         log.info("pruned %d samples older than %s", removed, context.settings.ingest.retention)
     return removed

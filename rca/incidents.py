@@ -1,0 +1,192 @@
+"""Incidents: alarms grouped by time and call graph, each with its root-cause report.
+
+An alarm joins an open incident when its service is connected in the call graph (seen in the
+spans of the last `rca.baseline`) to one of the incident's services, or is one of them, and the
+incident's last alarm is at most `rca.join_within` old; otherwise it opens a new incident. An
+incident closes once none of its alarms has fired for `rca.clear_after`. Whenever an incident
+opens or gains a service, its report is recomputed from the spans of [onset - baseline, onset)
+against [onset, now], with the alarms' scores as model evidence per service. Everything happens
+in the caller's transaction: an incident is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from core.settings import RcaSettings
+from ingest.span_store import read_spans
+from rca.analysis import analyze, annotate, call_edges
+from rca.findings import RcaReport, render_html, render_markdown
+from rca.tables import IncidentRow
+
+OPEN, CLOSED = "open", "closed"
+
+
+class AlarmLike(Protocol):
+    """What grouping needs of an alarm (models.service.Alarm has it)."""
+
+    @property
+    def series_id(self) -> int: ...
+    @property
+    def service(self) -> str | None: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class GroupingResult:
+    opened: list[int]
+    updated: list[int]
+    closed: list[int]
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp() * 1e9)
+
+
+def _components(edges: set[tuple[str, str]]) -> dict[str, int]:
+    """Connected components of the undirected service graph: service -> component id."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    roots: dict[str, int] = {}
+    return {s: roots.setdefault(find(s), len(roots)) for s in list(parent)}
+
+
+def group_alarms(
+    db_session: Session, alarms: Sequence[AlarmLike], *, now: datetime, settings: RcaSettings
+) -> GroupingResult:
+    window_start = now - settings.baseline
+    recent = read_spans(db_session, _ns(window_start), _ns(now) + 1)
+    component = _components(call_edges(annotate(recent))) if len(recent) else {}
+
+    def connected(a: str, b: str) -> bool:
+        return a == b or (a in component and component.get(a) == component.get(b))
+
+    open_rows = list(db_session.scalars(sa.select(IncidentRow).where(IncidentRow.status == OPEN)))
+    opened: list[IncidentRow] = []
+    changed: set[int] = set()
+    for alarm in sorted(alarms, key=lambda a: (a.ts, a.series_id)):
+        service = alarm.service or f"series-{alarm.series_id}"
+        at = datetime.fromtimestamp(alarm.ts, UTC)
+        home = next(
+            (
+                row
+                for row in [*open_rows, *opened]
+                if row.last_alarm_at >= at - settings.join_within
+                and any(connected(service, s) for s in row.services)
+            ),
+            None,
+        )
+        if home is None:
+            row = IncidentRow(
+                status=OPEN,
+                opened_at=at,
+                updated_at=now,
+                last_alarm_at=at,
+                services=[service],
+                series=[alarm.series_id],
+                symptom=f"{service}: anomaly score {alarm.score:.1f}",
+            )
+            db_session.add(row)
+            opened.append(row)
+            continue
+        if service not in home.services:
+            home.services = [*home.services, service]
+            changed.add(id(home))
+        if alarm.series_id not in home.series:
+            home.series = [*home.series, alarm.series_id]
+        home.last_alarm_at = max(home.last_alarm_at, at)
+        home.updated_at = now
+    db_session.flush()
+    scores: dict[str, float] = {}
+    for alarm in alarms:
+        name = alarm.service or f"series-{alarm.series_id}"
+        scores[name] = max(scores.get(name, 0.0), float(alarm.score))
+    for row in [*opened, *(r for r in open_rows if id(r) in changed)]:
+        _diagnose(db_session, row, now=now, settings=settings, scores=scores)
+    closed = []
+    for row in open_rows:
+        if row.last_alarm_at < now - settings.clear_after:
+            row.status, row.closed_at, row.updated_at = CLOSED, now, now
+            closed.append(row.id)
+    db_session.flush()
+    return GroupingResult(
+        opened=[r.id for r in opened],
+        updated=[r.id for r in open_rows if id(r) in changed],
+        closed=closed,
+    )
+
+
+def _diagnose(
+    db_session: Session,
+    row: IncidentRow,
+    *,
+    now: datetime,
+    settings: RcaSettings,
+    scores: Mapping[str, float],
+) -> None:
+    onset = row.opened_at
+    start = onset - settings.baseline
+    spans = read_spans(db_session, _ns(start), _ns(now) + 1)
+    if len(spans):
+        # Only the part of the call graph the incident's services belong to.
+        component = _components(call_edges(annotate(spans)))
+        mine = {component[s] for s in row.services if s in component}
+        keep = {s for s, c in component.items() if c in mine}
+        spans = spans[spans["service"].isin(keep)]
+    relevant = {s: v for s, v in scores.items() if s in row.services}
+    report = analyze(
+        spans if len(spans) else None,
+        baseline=(_ns(start), _ns(onset)),
+        incident=(_ns(onset), max(_ns(now), _ns(onset) + 1)),
+        metric_scores=relevant,
+        symptom=row.symptom,
+    )
+    store_report(row, report)
+
+
+def store_report(row: IncidentRow, report: RcaReport) -> None:
+    row.report = report.to_dict()
+    row.markdown = render_markdown(report)
+    row.html = render_html(report)
+    row.top_suspect = report.suspects[0].service if report.suspects else None
+
+
+def list_incidents(
+    db_session: Session,
+    *,
+    status: str | None = None,
+    service: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[IncidentRow]:
+    query = sa.select(IncidentRow).order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc())
+    if status is not None:
+        query = query.where(IncidentRow.status == status)
+    if since is not None:
+        query = query.where(IncidentRow.opened_at >= since)
+    if until is not None:
+        query = query.where(IncidentRow.opened_at <= until)
+    rows = list(db_session.scalars(query))
+    if service is not None:  # services is a JSON list: filter here, portably
+        rows = [r for r in rows if service in r.services or r.top_suspect == service]
+    return rows[offset : offset + limit]

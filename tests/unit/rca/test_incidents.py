@@ -1,0 +1,94 @@
+"""Alarms grouped into incidents by time and call graph, diagnosed from the span store, closed
+when quiet, and served over HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import RcaSettings
+from ingest.span_store import store_spans
+from rca.incidents import group_alarms, list_incidents
+from rca.simulate import Fault, System
+
+ONSET = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+SYSTEM = System.generate(8, seed=3)
+SETTINGS = RcaSettings()
+
+
+@dataclass(frozen=True)
+class Alarm:
+    series_id: int
+    service: str | None
+    ts: int
+    score: float
+
+
+def at(minutes: float) -> int:
+    return int((ONSET + timedelta(minutes=minutes)).timestamp())
+
+
+def store_traffic(sessions: sessionmaker[Session], culprit: str) -> None:
+    onset_ns = int(ONSET.timestamp()) * 10**9
+    fault = Fault("slow", culprit, SYSTEM.operations[culprit][0], start_ns=onset_ns)
+    spans = SYSTEM.traces(
+        start_ns=onset_ns - 30 * 60 * 10**9,
+        end_ns=onset_ns + 3 * 60 * 10**9,
+        requests=1500,
+        fault=fault,
+    )
+    with sessions() as session:
+        store_spans(session, spans)
+        session.commit()
+
+
+def test_connected_alarms_make_one_incident_whose_report_names_the_culprit(
+    sessions: sessionmaker[Session],
+) -> None:
+    store_traffic(sessions, "svc06")
+    now = ONSET + timedelta(minutes=3)
+    alarms = [
+        Alarm(1, "frontend", at(1), 6.0),  # the symptom at the entry
+        Alarm(2, "svc06", at(2), 5.0),  # connected through the call graph: joins
+        Alarm(3, "batch-job", at(2), 7.0),  # no spans connect it: an incident of its own
+    ]
+    with sessions() as session:
+        result = group_alarms(session, alarms, now=now, settings=SETTINGS)
+        session.commit()
+        assert len(result.opened) == 2 and not result.closed
+        rows = {r.services[0]: r for r in list_incidents(session, status="open")}
+        shop, batch = rows["frontend"], rows["batch-job"]
+        assert shop.services == ["frontend", "svc06"] and shop.series == [1, 2]
+        assert shop.top_suspect == "svc06"
+        assert shop.report is not None and shop.report["suspects"][0]["path"][-1] == "svc06"
+        assert "svc06" in (shop.markdown or "") and "<table>" in (shop.html or "")
+        assert batch.services == ["batch-job"] and batch.top_suspect == "batch-job"
+
+        # Still firing a minute later: nothing new opens.
+        again = group_alarms(
+            session,
+            [Alarm(2, "svc06", at(3), 5.5)],
+            now=now + timedelta(minutes=1),
+            settings=SETTINGS,
+        )
+        session.commit()
+        assert again.opened == [] and again.closed == []
+
+        # Quiet for longer than clear_after: both close.
+        later = now + SETTINGS.clear_after + timedelta(minutes=2)
+        closed = group_alarms(session, [], now=later, settings=SETTINGS)
+        session.commit()
+        assert sorted(closed.closed) == sorted([shop.id, batch.id])
+        assert list_incidents(session, status="open") == []
+        assert [r.id for r in list_incidents(session, service="svc06")] == [shop.id]
+
+
+def test_alarms_too_far_apart_open_separate_incidents(sessions: sessionmaker[Session]) -> None:
+    now = ONSET + timedelta(minutes=30)
+    alarms = [Alarm(1, "cart", at(0), 6.0), Alarm(1, "cart", at(20), 6.0)]
+    with sessions() as session:
+        result = group_alarms(session, alarms, now=now, settings=SETTINGS)
+        session.commit()
+        assert len(result.opened) == 2

@@ -98,3 +98,41 @@ def rca_eval_sockshop(data: DataOption, json_out: JsonOption = None) -> None:
     """The same for an RCD-layout folder (<service>-<fault>/<run>/normal.csv + anomalous.csv,
     metrics only), e.g. the Sock Shop cases."""
     _run_eval("rcd", data, json_out)
+
+
+@spans_app.command("import")
+def spans_import(
+    files: Annotated[list[Path], typer.Argument(help="span files (.gz is read too)")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="otlp-json, jaeger or nezha (per-minute trace CSV)")
+    ] = "otlp-json",
+) -> None:
+    """Import span files into the span store (each file in one transaction; a re-import stores
+    nothing twice). Spans older than `spans.retention` are pruned by the daemon."""
+    from core.database import session_scope
+    from ingest.span_files import FORMATS, SpanFileError, read_span_file
+    from ingest.span_store import store_spans
+    from prognos.cli import _context, _settings, console
+    from rca.cases import read_nezha_spans
+
+    if fmt not in (*FORMATS, "nezha"):
+        raise SpanFileError(f"unknown format {fmt!r}; use otlp-json, jaeger or nezha")
+    context = _context(_settings())
+    total = 0
+    for path in files:
+        if fmt == "nezha":
+            if not path.is_file():
+                raise SpanFileError(f"{path} does not exist")
+            try:
+                frame = read_nezha_spans(path)
+            except (KeyError, ValueError) as exc:
+                raise SpanFileError(f"{path}: not a Nezha trace CSV ({exc})") from None
+        else:
+            frame = read_span_file(path, fmt)
+        with session_scope(context.sessions) as session:
+            stored = store_spans(session, frame)
+            session.commit()
+        total += stored
+        services = frame["service"].nunique() if len(frame) else 0
+        console.print(f"{path}: {stored:,} spans of {services} services")
+    console.print(f"imported {total:,} spans from {len(files)} file(s)")

@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sockshop", type=Path, default=DATASETS / "rcd-sockshop")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--services", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=8_500, help="traces in 10 minutes (~200,000 spans)")
+    parser.add_argument(
+        "--requests", type=int, default=8_500, help="traces in 10 minutes (~200,000 spans)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": {"python": platform.python_version()}}

@@ -127,8 +127,14 @@ def call_path(edges: set[tuple[str, str]], entries: Sequence[str], target: str) 
     return [target]
 
 
-def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[Evidence]]:
-    """Per service, the evidence its spans give (all kinds; z may be small)."""
+def span_evidence(
+    base: pd.DataFrame,
+    incident: pd.DataFrame,
+    *,
+    seconds: tuple[float, float] | None = None,
+) -> dict[str, list[Evidence]]:
+    """Per service, the evidence its spans give (all kinds; z may be small). `seconds`: the
+    lengths of the baseline and incident windows, for throughput (spans per second)."""
     b = base if "self" in base else annotate(base)
     i = incident if "self" in incident else annotate(incident)
     out: dict[str, list[Evidence]] = {}
@@ -159,6 +165,17 @@ def span_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[
             z_err = (after_share - before_share) / max(np.sqrt(p * (1 - p) / n), 1e-9)
             out[service].append(
                 Evidence("errors", str(operation), before_share, after_share, z_err, "error share")
+            )
+    if seconds is not None and min(seconds) > 0:
+        # Throughput is context, not scored: a drop in load starts at the entry service and
+        # shows everywhere downstream, whoever is at fault.
+        base_counts = b.groupby("service").size()
+        for service, count in i.groupby("service").size().items():
+            before = float(base_counts.get(service, 0)) / seconds[0]
+            after = float(count) / seconds[1]
+            z = (after - before) / max(np.sqrt(max(before, 1.0 / seconds[0]) / seconds[1]), 1e-9)
+            out.setdefault(str(service), []).append(
+                Evidence("throughput", "spans/s", before, after, z, "spans started per second")
             )
     base_edges = {key: g for key, g in b[b["cross"]].groupby("service")}
     for service, g in i[i["cross"]].groupby("service"):
@@ -249,7 +266,8 @@ def analyze(
         in_base = (start >= baseline[0]) & (start < baseline[1])
         in_incident = (start >= incident[0]) & (start < incident[1])
         base_spans, incident_spans = annotated[in_base], annotated[in_incident]
-        for service, items in span_evidence(base_spans, incident_spans).items():
+        lengths = ((baseline[1] - baseline[0]) / 1e9, (incident[1] - incident[0]) / 1e9)
+        for service, items in span_evidence(base_spans, incident_spans, seconds=lengths).items():
             evidence.setdefault(service, []).extend(items)
         edges = call_edges(annotated)
         entries = entry_services(incident_spans) or entry_services(spans)
@@ -275,7 +293,9 @@ def analyze(
     ranked = sorted(services, key=lambda s: (-total[s], s))
     suspects = []
     for service in ranked:
-        items = sorted(evidence.get(service, []), key=lambda e: -abs(e.z))[:top_evidence]
+        items = sorted(
+            evidence.get(service, []), key=lambda e: (e.kind == "throughput", -abs(e.z))
+        )[:top_evidence]
         op = next((e.subject for e in items if e.kind in ("self_time", "errors")), None)
         suspects.append(
             Suspect(

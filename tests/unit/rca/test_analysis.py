@@ -30,6 +30,9 @@ def test_a_slow_leaf_operation_is_named_at_service_and_operation_level(culprit: 
     top = report.suspects[0]
     assert top.path == SYSTEM.path_to(culprit)  # the call path from the entry service
     assert top.evidence[0].kind == "self_time" and top.evidence[0].after > top.evidence[0].before
+    # Throughput is reported as context (spans per second before / after), never scored first.
+    rates = [e for s in report.suspects for e in s.evidence if e.kind == "throughput"]
+    assert rates and all(e.before is not None and e.before > 0 for e in rates)
 
 
 @pytest.mark.parametrize("culprit", ["svc02", "svc06", "svc07"])

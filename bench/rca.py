@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from prognos.cli_rca import evaluation_table  # noqa: E402
 from rca.analysis import analyze, n_sigma  # noqa: E402
-from rca.evaluation import METHODS, Evaluation, evaluate_nezha, evaluate_rcd  # noqa: E402
+from rca.evaluation import Evaluation, evaluate_nezha, evaluate_rcd  # noqa: E402
 from rca.simulate import Fault, System  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets" / "rca"
@@ -44,24 +45,8 @@ console = Console()
 
 
 def quality_table(name: str, evaluation: Evaluation) -> None:
-    table = Table(
-        title=f"{name}: {len(evaluation.outcomes)} cases ({len(evaluation.skipped)} skipped)"
-    )
-    for column in ("method", "fault type", "cases", "AC@1", "AC@3", "AC@5", "Avg@5", "s/case"):
-        table.add_column(column, justify="left" if column in ("method", "fault type") else "right")
-    types = sorted({o.fault_type for o in evaluation.outcomes})
-    for method in METHODS:
-        summary = evaluation.to_dict(method)
-        rows = [("all", summary["overall"])] + [(t, summary["by_fault_type"][t]) for t in types]
-        for label, s in rows:
-            table.add_row(
-                method if label == "all" else "",
-                label,
-                str(s["cases"]),
-                *(f"{s[k]:.3f}" for k in ("AC@1", "AC@3", "AC@5", "Avg@5")),
-                f"{summary['seconds_per_case']:.3f}" if label == "all" else "",
-            )
-    console.print(table)
+    skipped = f"{len(evaluation.outcomes)} cases ({len(evaluation.skipped)} skipped)"
+    console.print(evaluation_table(evaluation, f"{name}: {skipped}"))
 
 
 def speed(repeats: int, services: int, requests: int) -> dict[str, Any]:

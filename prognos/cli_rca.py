@@ -19,7 +19,8 @@ rca_eval_app = typer.Typer(
 spans_app = typer.Typer(help="Import spans from files into the span store.", no_args_is_help=True)
 
 
-def _table(evaluation: Any, title: str) -> Any:
+def evaluation_table(evaluation: Any, title: str) -> Any:
+    """Ours and the baselines, overall and per fault type (also used by bench/rca.py)."""
     from rich.table import Table
 
     from rca.evaluation import METHODS
@@ -71,7 +72,9 @@ def _run_eval(kind: str, data: Path, json_out: Path | None) -> None:
         task = bar.add_task("cases", total=total)
         result = run(data, on_case=lambda name: bar.update(task, advance=1, description=name))
     console.print(
-        _table(result, f"root-cause ranking on {data.name} ({len(result.outcomes)} cases)")
+        evaluation_table(
+            result, f"root-cause ranking on {data.name} ({len(result.outcomes)} cases)"
+        )
     )
     for skipped in result.skipped:
         console.print(f"skipped {skipped['case']}: missing {', '.join(skipped['missing'])}")

@@ -25,7 +25,7 @@ spans) gives each suspect's call path from the entry service.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -335,35 +335,39 @@ def analyze(
 # ------------------------------------------------------------------------- baselines
 
 
-def n_sigma(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
-    """N-Sigma: per service, the largest |mean incident - mean baseline| / std baseline."""
+def _rank_by_metric(
+    base: pd.DataFrame,
+    incident: pd.DataFrame,
+    score: Callable[[np.ndarray, np.ndarray], float],
+) -> list[str]:
+    """Services by the largest `score(baseline values, incident values)` of their metrics."""
     scores: dict[str, float] = {}
-    for column in metrics_incident.columns:
-        if column not in metrics_base:
+    for column in incident.columns:
+        if column not in base:
             continue
         service = str(column).partition("|")[0]
-        b = pd.to_numeric(metrics_base[column], errors="coerce").dropna().to_numpy(np.float64)
-        a = pd.to_numeric(metrics_incident[column], errors="coerce").dropna().to_numpy(np.float64)
+        b = pd.to_numeric(base[column], errors="coerce").dropna().to_numpy(np.float64)
+        a = pd.to_numeric(incident[column], errors="coerce").dropna().to_numpy(np.float64)
         if len(b) < 3 or len(a) == 0:
             continue
-        z = abs(a.mean() - b.mean()) / max(float(b.std()), 1e-9)
-        scores[service] = max(scores.get(service, 0.0), z)
+        scores[service] = max(scores.get(service, 0.0), score(b, a))
     return sorted(scores, key=lambda s: (-scores[s], s))
+
+
+def n_sigma(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
+    """N-Sigma: per service, the largest |mean incident - mean baseline| / std baseline."""
+    return _rank_by_metric(
+        metrics_base,
+        metrics_incident,
+        lambda b, a: abs(float(a.mean()) - float(b.mean())) / max(float(b.std()), 1e-9),
+    )
 
 
 def baro(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
     """BARO-style: per service, the largest robust z (median / IQR) of any incident value."""
-    scores: dict[str, float] = {}
-    for column in metrics_incident.columns:
-        if column not in metrics_base:
-            continue
-        service = str(column).partition("|")[0]
-        b = pd.to_numeric(metrics_base[column], errors="coerce").dropna().to_numpy(np.float64)
-        a = pd.to_numeric(metrics_incident[column], errors="coerce").dropna().to_numpy(np.float64)
-        if len(b) < 3 or len(a) == 0:
-            continue
+
+    def robust(b: np.ndarray, a: np.ndarray) -> float:
         q75, q25 = np.percentile(b, [75, 25])
-        iqr = max(float(q75 - q25), 1e-9)
-        z = float(np.max(np.abs(a - np.median(b)))) / iqr
-        scores[service] = max(scores.get(service, 0.0), z)
-    return sorted(scores, key=lambda s: (-scores[s], s))
+        return float(np.max(np.abs(a - np.median(b)))) / max(float(q75 - q25), 1e-9)
+
+    return _rank_by_metric(metrics_base, metrics_incident, robust)

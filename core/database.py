@@ -190,3 +190,20 @@ def dialect_insert(session: Session, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+def fetch_tuples(db_session: Session, query: Any) -> list[tuple[Any, ...]]:
+    """Run a SELECT and return the driver's plain tuples: for reads of 100,000s of rows, where
+    building SQLAlchemy Row objects costs more than the query itself."""
+    connection = db_session.connection()
+    compiled = query.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    order = compiled.positiontup
+    params = tuple(compiled.params[k] for k in order) if order else compiled.params
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()

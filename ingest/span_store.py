@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.database import fetch_tuples
 from ingest.spans import SPAN_COLUMNS, empty_spans, normalize_spans
 from ingest.tables import SpanRow
 
@@ -57,18 +58,7 @@ def read_spans(
     )
     if services:
         query = query.where(SpanRow.service.in_(list(services)))
-    connection = db_session.connection()
-    compiled = query.compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    order = compiled.positiontup
-    params = tuple(compiled.params[k] for k in order) if order else compiled.params
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(str(compiled), params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
+    rows = fetch_tuples(db_session, query)
     if not rows:
         return empty_spans()
     frame = pd.DataFrame.from_records(rows, columns=list(SPAN_COLUMNS))

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.clock import from_epoch
-from core.database import dialect_insert
+from core.database import dialect_insert, fetch_tuples
 from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
@@ -404,18 +404,7 @@ def _windows(
     query = sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
         SampleRow.series_id.in_(series_ids), SampleRow.ts >= start, SampleRow.ts <= end
     )
-    # Straight from the driver's cursor as plain tuples: building 100,000s of Row objects
-    # costs more than the query itself.
-    connection = db_session.connection()
-    compiled = query.compile(dialect=connection.dialect)
-    cursor = connection.connection.cursor()
-    try:
-        order = compiled.positiontup
-        params = tuple(compiled.params[k] for k in order) if order else compiled.params
-        cursor.execute(str(compiled), params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
+    rows = fetch_tuples(db_session, query)  # plain tuples: Row objects cost seconds here
     if not rows:
         return [], np.empty((0, length))
     series_col, ts_col, value_col = zip(*rows, strict=True)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api import problems
 from api.context import ServiceContext
 from api.metrics import build_registry
-from api.routes import health, incidents, predictions, remediations, series, traces
+from api.routes import health, incidents, predictions, remediations, series, traces, ui
 
 
 def _version() -> str:
@@ -51,4 +51,5 @@ def create_app(context: ServiceContext) -> FastAPI:
     app.include_router(remediations.router)
     app.include_router(traces.router)
     app.include_router(incidents.router)
+    app.include_router(ui.router)
     return app

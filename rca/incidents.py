@@ -190,3 +190,7 @@ def list_incidents(
     if service is not None:  # services is a JSON list: filter here, portably
         rows = [r for r in rows if service in r.services or r.top_suspect == service]
     return rows[offset : offset + limit]
+
+
+def get_incident(db_session: Session, incident_id: int) -> IncidentRow | None:
+    return db_session.get(IncidentRow, incident_id)

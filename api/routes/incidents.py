@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import SessionDep, Viewer
 from core.errors import ErrorKind, PrognosError
+from rca.incidents import get_incident as find_incident
 from rca.incidents import list_incidents
 from rca.tables import IncidentRow
 
@@ -52,7 +53,7 @@ def _read(row: IncidentRow, *, with_report: bool) -> IncidentRead:
 
 
 def _get(session: Any, incident_id: int) -> IncidentRow:
-    row = session.get(IncidentRow, incident_id)
+    row = find_incident(session, incident_id)
     if row is None:
         raise IncidentNotFound(f"no incident {incident_id}")
     return row

@@ -39,3 +39,32 @@ def test_incidents_over_http(
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert_problem(client.get("/v1/incidents/999", headers=token), 404)
     assert client.get("/v1/incidents", params={"status": "closed"}, headers=token).json() == []
+
+
+def test_incident_listing_filters_pages_and_needs_a_viewer(
+    client: TestClient, sessions: sessionmaker[Session], issue: Callable[[Role], str]
+) -> None:
+    with sessions() as session:
+        group_alarms(
+            session,
+            [Alarm(1, "cart", at(0), 6.0), Alarm(2, "ledger", at(20), 6.0)],
+            now=ONSET + timedelta(minutes=21),
+            settings=SETTINGS,
+        )
+        session.commit()
+    token = bearer(issue(Role.VIEWER))
+    listed = client.get("/v1/incidents", headers=token).json()
+    assert [i["services"] for i in listed] == [["ledger"], ["cart"]]  # newest first
+    by_service = client.get("/v1/incidents", params={"service": "cart"}, headers=token).json()
+    assert [i["services"] for i in by_service] == [["cart"]]
+    since = (ONSET + timedelta(minutes=10)).isoformat()
+    recent = client.get("/v1/incidents", params={"since": since}, headers=token).json()
+    assert [i["services"] for i in recent] == [["ledger"]]
+    until = client.get("/v1/incidents", params={"until": since}, headers=token).json()
+    assert [i["services"] for i in until] == [["cart"]]
+    page = client.get("/v1/incidents", params={"limit": 1, "offset": 1}, headers=token).json()
+    assert [i["services"] for i in page] == [["cart"]]
+    assert_problem(client.get("/v1/incidents", params={"limit": 0}, headers=token), 422)
+    assert_problem(client.get("/v1/incidents"), 401)
+    ingest = bearer(issue(Role.INGEST))
+    assert_problem(client.get("/v1/incidents", headers=ingest), 403)

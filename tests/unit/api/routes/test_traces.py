@@ -6,6 +6,7 @@ import gzip
 import json
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -161,3 +162,29 @@ def test_errors_follow_the_otlp_specification_and_write_nothing(
     # An ingest token opens nothing else.
     assert client.get("/v1/series", headers=token).status_code == 403
     assert json.loads(not_json.content)["message"].startswith("body is not JSON")
+
+
+def test_an_unavailable_database_is_503_with_retry_after(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    issue: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import api.routes.traces as traces
+
+    token = bearer(issue(Role.INGEST))
+
+    def down(*_: object, **__: object) -> int:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(traces, "store_spans", down)
+    answer = client.post(
+        "/v1/traces", content=request().SerializeToString(), headers={**token, **PB}
+    )
+    assert answer.status_code == 503 and answer.headers["retry-after"].isdigit()
+    assert answer.content.startswith(b"\x08\x0e")  # google.rpc.Status UNAVAILABLE
+    assert b"locked" not in answer.content
+    with sessions() as session:
+        assert span_count(session) == 0

@@ -1,0 +1,183 @@
+"""OTLP decoding without HTTP: protobuf and OTLP JSON to span frames, gzip, and error bodies."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from ingest import otlp
+from ingest.spans import SPAN_COLUMNS
+
+T0 = 1_700_000_000 * 10**9
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+ROOT, CHILD = "b7ad6b7169203331", "00f067aa0ba902b7"
+
+
+def protobuf_request(*, with_service: bool = True) -> ExportTraceServiceRequest:
+    message = ExportTraceServiceRequest()
+    resource = message.resource_spans.add()
+    if with_service:
+        attribute = resource.resource.attributes.add()
+        attribute.key, attribute.value.string_value = "service.name", "checkout"
+    spans = resource.scope_spans.add().spans
+    root = spans.add()
+    root.trace_id, root.span_id, root.name = bytes.fromhex(TRACE), bytes.fromhex(ROOT), "POST /buy"
+    root.start_time_unix_nano, root.end_time_unix_nano = T0, T0 + 9_000_000
+    child = spans.add()
+    child.trace_id, child.span_id = bytes.fromhex(TRACE), bytes.fromhex(CHILD)
+    child.parent_span_id, child.name = bytes.fromhex(ROOT), "charge"
+    child.start_time_unix_nano, child.end_time_unix_nano = T0 + 1, T0 + 8_000_000
+    child.status.code = Status.STATUS_CODE_ERROR
+    return message
+
+
+def json_request(code: object = "STATUS_CODE_ERROR") -> dict[str, object]:
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "payment"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "x", "unknownField": 1},
+                        "spans": [
+                            {
+                                "traceId": TRACE.upper(),
+                                "spanId": CHILD,
+                                "parentSpanId": ROOT,
+                                "name": "charge",
+                                "kind": "SPAN_KIND_SERVER",
+                                "startTimeUnixNano": str(T0),
+                                "endTimeUnixNano": T0 + 500,
+                                "status": {"code": code},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def test_protobuf_body_becomes_a_span_frame() -> None:
+    decoded = otlp.decode(protobuf_request().SerializeToString(), otlp.PROTOBUF)
+    frame = decoded.spans
+    assert list(frame.columns) == list(SPAN_COLUMNS) and decoded.rejected == 0
+    assert frame["trace_id"].tolist() == [TRACE, TRACE]
+    assert frame["span_id"].tolist() == [ROOT, CHILD]
+    assert frame["parent_id"].tolist() == ["", ROOT]
+    assert set(frame["service"]) == {"checkout"}
+    assert frame["operation"].tolist() == ["POST /buy", "charge"]
+    assert frame["error"].tolist() == [False, True]
+    assert frame["end_ns"].tolist() == [T0 + 9_000_000, T0 + 8_000_000]
+
+
+def test_a_resource_without_service_name_is_unknown_service() -> None:
+    body = protobuf_request(with_service=False).SerializeToString()
+    assert set(otlp.decode(body, otlp.PROTOBUF).spans["service"]) == {"unknown_service"}
+
+
+@pytest.mark.parametrize("code", ["STATUS_CODE_ERROR", 2])
+def test_json_uses_hex_ids_camel_case_and_enum_names_or_numbers(code: object) -> None:
+    decoded = otlp.decode(json.dumps(json_request(code)).encode(), otlp.JSON)
+    row = decoded.spans.iloc[0]
+    assert (row.trace_id, row.span_id, row.parent_id) == (TRACE, CHILD, ROOT)
+    assert (row.service, row.operation, bool(row.error)) == ("payment", "charge", True)
+    assert (row.start_ns, row.end_ns) == (T0, T0 + 500)
+
+
+def test_json_ok_status_is_not_an_error_and_bad_ids_are_rejected_not_fatal() -> None:
+    data = json_request("STATUS_CODE_OK")
+    spans = data["resourceSpans"][0]["scopeSpans"][0]["spans"]  # type: ignore[index]
+    spans.append({"traceId": "not-hex", "spanId": CHILD, "name": "bad"})
+    spans.append({"traceId": TRACE, "spanId": "0000000000000000", "name": "zero id"})
+    decoded = otlp.decode(json.dumps(data).encode(), otlp.JSON)
+    assert len(decoded.spans) == 1 and not decoded.spans["error"].any()
+    assert decoded.rejected == 2 and decoded.reason
+
+
+def test_protobuf_spans_with_short_ids_are_rejected() -> None:
+    message = protobuf_request()
+    broken = message.resource_spans[0].scope_spans[0].spans.add()
+    broken.trace_id, broken.span_id = b"\x01", b"\x02"
+    decoded = otlp.decode(message.SerializeToString(), otlp.PROTOBUF)
+    assert len(decoded.spans) == 2 and decoded.rejected == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b"\xff\xff\xff\xff", otlp.PROTOBUF),
+        (b"{not json", otlp.JSON),
+        (b"[1, 2]", otlp.JSON),
+        (b'{"resourceSpans": 7}', otlp.JSON),
+    ],
+)
+def test_malformed_bodies_are_400_invalid_argument(body: bytes, kind: str) -> None:
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.decode(body, kind)
+    assert caught.value.http_status == 400
+    assert caught.value.rpc_code == otlp.INVALID_ARGUMENT
+
+
+def test_media_types() -> None:
+    assert otlp.media_type("application/json; charset=utf-8") == otlp.JSON
+    assert otlp.media_type("Application/X-Protobuf") == otlp.PROTOBUF
+    for bad in ("text/plain", None, ""):
+        with pytest.raises(otlp.OtlpError) as caught:
+            otlp.media_type(bad)
+        assert caught.value.http_status == 415
+
+
+def test_gzip_is_inflated_within_the_limit_only() -> None:
+    raw = protobuf_request().SerializeToString()
+    assert otlp.inflate(gzip.compress(raw), "gzip", 10_000) == raw
+    assert otlp.inflate(raw, None, 10_000) == raw
+    bomb = gzip.compress(b"\0" * 1_000_000)
+    assert len(bomb) < 10_000
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.inflate(bomb, "gzip", 10_000)
+    assert caught.value.http_status == 413
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.inflate(b"not gzip at all", "gzip", 10_000)
+    assert caught.value.http_status == 400
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.inflate(raw, "br", 10_000)
+    assert caught.value.http_status == 415
+
+
+def test_status_bodies_are_google_rpc_status_in_either_encoding() -> None:
+    encoded = otlp.status_body(otlp.PROTOBUF, otlp.INVALID_ARGUMENT, "bad span ü")
+    # google.rpc.Status: code = 1 (varint), message = 2 (string); parse by hand
+    assert encoded[0] == 0x08 and encoded[1] == otlp.INVALID_ARGUMENT and encoded[2] == 0x12
+    assert encoded[4:].decode() == "bad span ü" and encoded[3] == len("bad span ü".encode())
+    as_json = json.loads(otlp.status_body(otlp.JSON, 8, "too big"))
+    assert as_json == {"code": 8, "message": "too big"}
+
+
+def test_success_bodies_report_partial_success() -> None:
+    response = ExportTraceServiceResponse()
+    response.ParseFromString(otlp.success_body(otlp.PROTOBUF, 3, "missing ids"))
+    assert response.partial_success.rejected_spans == 3
+    assert response.partial_success.error_message == "missing ids"
+    empty = ExportTraceServiceResponse()
+    empty.ParseFromString(otlp.success_body(otlp.PROTOBUF))
+    assert not empty.HasField("partial_success")
+    assert json.loads(otlp.success_body(otlp.JSON)) == {}
+    body = json.loads(otlp.success_body(otlp.JSON, 1, "x"))
+    assert body["partialSuccess"]["rejectedSpans"] == "1"
+
+
+def test_decode_error_type_is_not_leaked() -> None:
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.decode(b"\x0a\xff", otlp.PROTOBUF)
+    assert not isinstance(caught.value, DecodeError)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
@@ -14,7 +14,6 @@ from api.deps import Approver, ContextDep, Operator, SessionDep, Viewer
 from core.errors import ErrorKind
 from remediation import audit, service
 from remediation.domain import (
-    AuditEntry,
     Execution,
     PlaybookNotFoundError,
     Proposal,
@@ -62,6 +61,8 @@ class CancelBody(_Body):
 
 
 class ApprovalRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     principal: str
     role: str
     decision: str
@@ -71,6 +72,8 @@ class ApprovalRead(BaseModel):
 
 
 class StepRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     idx: int
     phase: str
     name: str
@@ -82,6 +85,8 @@ class StepRead(BaseModel):
 
 
 class ExecutionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     proposal_id: int
     playbook: str
@@ -96,12 +101,14 @@ class ExecutionRead(BaseModel):
 
 
 class RemediationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     playbook: str
     playbook_version: int
     target: str
     params: dict[str, Any]
-    digest: str
+    digest: str = Field(validation_alias=AliasChoices("digest", "params_digest"))
     status: str
     proposed_by: str
     reason: str | None
@@ -137,6 +144,8 @@ class PlaybookRead(BaseModel):
 
 
 class AuditRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     seq: int
     ts: datetime
     actor: str
@@ -164,82 +173,16 @@ def _prepare(session: Session, context: ServiceContext) -> None:
     session.info[audit.CHECKPOINT_INFO_KEY] = audit.checkpoint_for(context.settings)
 
 
-def _execution_read(execution: Execution) -> ExecutionRead:
-    return ExecutionRead(
-        id=execution.id,
-        proposal_id=execution.proposal_id,
-        playbook=execution.playbook,
-        target=execution.target,
-        status=execution.status.value,
-        dry_run=execution.dry_run,
-        created_at=execution.created_at,
-        started_at=execution.started_at,
-        finished_at=execution.finished_at,
-        error=execution.error,
-        steps=[
-            StepRead(
-                idx=s.idx,
-                phase=s.phase,
-                name=s.name,
-                status=s.status,
-                started_at=s.started_at,
-                finished_at=s.finished_at,
-                exit_code=s.exit_code,
-                output=s.output,
-            )
-            for s in execution.steps
-        ],
-    )
-
-
 def _read(proposal: Proposal, execution: Execution | None = None) -> RemediationRead:
-    return RemediationRead(
-        id=proposal.id,
-        playbook=proposal.playbook,
-        playbook_version=proposal.playbook_version,
-        target=proposal.target,
-        params=proposal.params,
-        digest=proposal.params_digest,
-        status=proposal.status.value,
-        proposed_by=proposal.proposed_by,
-        reason=proposal.reason,
-        evidence=proposal.evidence,
-        created_at=proposal.created_at,
-        expires_at=proposal.expires_at,
-        decided_at=proposal.decided_at,
-        quorum=proposal.quorum,
-        dry_run=proposal.dry_run,
-        approvals=[
-            ApprovalRead(
-                principal=a.principal,
-                role=a.role,
-                decision=a.decision.value,
-                reason=a.reason,
-                created_at=a.created_at,
-                digest=a.digest,
-            )
-            for a in proposal.approvals
-        ],
-        execution=None if execution is None else _execution_read(execution),
-    )
+    read = RemediationRead.model_validate(proposal)
+    if execution is not None:
+        read.execution = ExecutionRead.model_validate(execution)
+    return read
 
 
 def _full(session: Session, proposal_id: int) -> RemediationRead:
     return _read(
         service.get_proposal(session, proposal_id), service.execution_for(session, proposal_id)
-    )
-
-
-def _audit_read(entry: AuditEntry) -> AuditRead:
-    return AuditRead(
-        seq=entry.seq,
-        ts=entry.ts,
-        actor=entry.actor,
-        action=entry.action,
-        subject=entry.subject,
-        data=entry.data,
-        prev_hash=entry.prev_hash,
-        hash=entry.hash,
     )
 
 
@@ -413,7 +356,7 @@ def cancel(
 
 @router.get("/executions/{execution_id}")
 def show_execution(execution_id: int, _: Viewer, session: SessionDep) -> ExecutionRead:
-    return _execution_read(service.get_execution(session, execution_id))
+    return ExecutionRead.model_validate(service.get_execution(session, execution_id))
 
 
 @router.get("/playbooks")
@@ -433,5 +376,6 @@ def list_audit(
     more = len(items) > limit
     items = items[:limit]
     return AuditPage(
-        items=[_audit_read(e) for e in items], next_cursor=items[-1].seq if more and items else None
+        items=[AuditRead.model_validate(e) for e in items],
+        next_cursor=items[-1].seq if more and items else None,
     )

@@ -17,8 +17,9 @@ echo "==> playbooks the daemon may propose (deploy/playbooks)"
 prognos playbook list
 echo "==> a read-only API token for you (curl -H 'Authorization: Bearer <token>' ...):"
 prognos token create --role viewer --name demo
-echo "==> an approver token: the leaking cart pod gets a predicted-breach warning within minutes"
-echo "    (GET /v1/breaches); the daemon then proposes scale-up (GET /v1/remediations)"
+echo "==> an approver token. The cart pod leaks ~60 MB/h until it restarts at 1 GB: once a crossing"
+echo "    of its 950 MB limit falls within the 30-min horizon it is warned (GET /v1/breaches) and the"
+echo "    daemon proposes scale-up for approval (GET /v1/remediations, or the page at /ui)"
 prognos token create --role approver --name demo-approver
 echo "==> starting the service: API + scheduler (Ctrl-C to stop)"
 exec prognos run ${DEMO_DURATION:+--duration "$DEMO_DURATION"}

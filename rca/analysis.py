@@ -144,8 +144,10 @@ def span_evidence(
         if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
             continue
         out.setdefault(service, [])
-        if EXCLUDE_CLIENT_SELF and bool(g["client"].all()):
-            continue  # a client span's self time is its edge gap, judged at the callee
+        if EXCLUDE_CLIENT_SELF and (g["client"].sum() + bo["client"].sum()) * 2 >= len(g) + len(bo):
+            # A client operation (most of its spans wrap one remote child; some lose theirs to
+            # sampling or a window edge): its self time is the edge gap, judged at the callee.
+            continue
         after = float(np.median(g["self"]))
         z = robust_z(after, bo["self"].to_numpy())
         out[service].append(

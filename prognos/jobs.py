@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from core.clock import to_epoch
@@ -117,7 +120,6 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
     from models.service import firing_alarms
     from rca.incidents import group_alarms
     from rca.tables import IncidentRow
-    from remediation import service as remediation_service
 
     settings = context.settings
     now = context.clock.now()
@@ -140,24 +142,17 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
                 ", ".join(row.services) if row else "?",
                 row.top_suspect if row else "?",
             )
-            playbooks = context.loaded_playbooks()
-            if row is None or not row.top_suspect or not playbooks:
+            if row is None or not row.top_suspect:
                 continue
-            try:
-                remediation_service.auto_propose(
-                    session,
-                    playbooks=playbooks,
-                    kind="incident",
-                    service=row.top_suspect,
-                    suspect=True,
-                    target=row.top_suspect,
-                    evidence={"incident_id": incident_id, "symptom": row.symptom},
-                    now=now,
-                )
-                session.commit()
-            except PrognosError as exc:
-                session.rollback()
-                log.warning("no proposal for incident %d: %s", incident_id, exc.message)
+            _propose(
+                context,
+                session,
+                kind="incident",
+                service=row.top_suspect,
+                suspect=True,
+                evidence={"incident_id": incident_id, "symptom": row.symptom},
+                about=f"incident {incident_id}",
+            )
     for incident_id in result.closed:
         log.info("incident %d closed: its alarms have cleared", incident_id)
     return result
@@ -176,7 +171,6 @@ def propose_for_breaches(context: ServiceContext) -> int:
     if not playbooks:
         return 0
     made = 0
-    now = context.clock.now()
     with session_scope(context.sessions) as session:
         fresh = session.execute(
             sa.select(BreachRow.series_id, SeriesRow.service)
@@ -185,34 +179,57 @@ def propose_for_breaches(context: ServiceContext) -> int:
             .order_by(BreachRow.series_id)
         ).all()
         for series_id, service in fresh:
-            if not service:
-                continue
-            try:
-                proposals = remediation_service.auto_propose(
+            if service:
+                made += _propose(
+                    context,
                     session,
-                    playbooks=playbooks,
                     kind="breach",
                     service=service,
                     suspect=False,
-                    target=service,
                     evidence={"breach": remediation_service.breach_evidence(session, series_id)},
-                    now=now,
-                )
-                session.commit()
-            except PrognosError as exc:
-                session.rollback()
-                log.warning("no proposal for the breach of series %d: %s", series_id, exc.message)
-                continue
-            made += len(proposals)
-            for proposal in proposals:
-                log.info(
-                    "proposed %s for %s (predicted breach of series %d): proposal %d",
-                    proposal.playbook,
-                    service,
-                    series_id,
-                    proposal.id,
+                    about=f"the predicted breach of series {series_id}",
                 )
     return made
+
+
+def _propose(
+    context: ServiceContext,
+    session: Session,
+    *,
+    kind: str,
+    service: str,
+    suspect: bool,
+    evidence: dict[str, Any],
+    about: str,
+) -> int:
+    """The daemon's proposals for one breach or incident (target = the service), committed on
+    their own: a refusal is logged and leaves the rest of the cycle going."""
+    from remediation import service as remediation_service
+
+    playbooks = context.loaded_playbooks()
+    if not playbooks:
+        return 0
+    try:
+        proposals = remediation_service.auto_propose(
+            session,
+            playbooks=playbooks,
+            kind=kind,
+            service=service,
+            suspect=suspect,
+            target=service,
+            evidence=evidence,
+            now=context.clock.now(),
+        )
+        session.commit()
+    except PrognosError as exc:
+        session.rollback()
+        log.warning("no proposal for %s: %s", about, exc.message)
+        return 0
+    for proposal in proposals:
+        log.info(
+            "proposed %s for %s (%s): proposal %d", proposal.playbook, service, about, proposal.id
+        )
+    return len(proposals)
 
 
 def expire_proposals(context: ServiceContext) -> list[int]:

@@ -11,16 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from core.database import create_engine, migrate, session_factory
-from remediation import audit, service
+from remediation import audit
 from remediation.tables import ExecutionRow, ExecutionStepRow, ProposalRow
 from tests.integration.remediation.conftest import VaultEnv
-from tests.unit.remediation.helpers import make_playbook
+from tests.unit.remediation.helpers import approved, make_playbook
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 LEASE_S = 2
@@ -61,31 +60,7 @@ def test_a_killed_executor_leaves_an_interrupted_run_whose_credentials_the_resta
             ],
         },
     )
-    now = datetime.now(UTC)
-    with sessions() as session:
-        proposal = service.propose(
-            session,
-            playbook=playbook,
-            params={"deployment": "cart"},
-            target="cart",
-            proposed_by="olga",
-            evidence={},
-            now=now,
-        )
-        session.commit()
-    with sessions() as session:
-        approved = service.approve(
-            session,
-            proposal_id=proposal.id,
-            principal="ada",
-            role="approver",
-            digest=proposal.params_digest,
-            playbooks={playbook.name: playbook},
-            now=now,
-        )
-        session.commit()
-    execution_id = approved.execution_id
-    assert execution_id is not None
+    execution_id = approved(sessions, playbook)
     config = tmp_path / "worker.json"
     config.write_text(
         json.dumps(

@@ -19,12 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.database import Base, create_engine, migrate, session_factory
 from core.settings import RemediationSettings
-from remediation import service
 from remediation.executor import Executor
 from remediation.playbooks import Playbook, VaultSpec
 from remediation.vault import CredentialBroker, IssuedCredentials
 from tests.integration.remediation.conftest import KV_VALUE, VaultEnv
-from tests.unit.remediation.helpers import make_playbook
+from tests.unit.remediation.helpers import approved, make_playbook
 
 Sessions = sessionmaker[Session]
 PY = sys.executable
@@ -67,34 +66,6 @@ def db(tmp_path: Path) -> Iterator[tuple[sa.Engine, Sessions]]:
     migrate(engine)
     yield engine, session_factory(engine)
     engine.dispose()
-
-
-def approved(sessions: Sessions, book: Playbook, target: str = "cart") -> int:
-    now = datetime.now(UTC)
-    with sessions() as session:
-        proposal = service.propose(
-            session,
-            playbook=book,
-            params={"deployment": target},
-            target=target,
-            proposed_by="olga",
-            evidence={},
-            now=now,
-        )
-        session.commit()
-    with sessions() as session:
-        result = service.approve(
-            session,
-            proposal_id=proposal.id,
-            principal="ada",
-            role="approver",
-            digest=proposal.params_digest,
-            playbooks={book.name: book},
-            now=now,
-        )
-        session.commit()
-    assert result.execution_id is not None
-    return result.execution_id
 
 
 def make_executor(

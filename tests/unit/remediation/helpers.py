@@ -1,10 +1,14 @@
-"""Playbooks built in code for the remediation tests, and a pinned clock."""
+"""Playbooks built in code for the remediation tests, a pinned clock, and a proposal taken
+through approval to its pending execution."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from remediation import service
 from remediation.playbooks import Playbook
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
@@ -53,3 +57,39 @@ def make_playbook(
 
 def later(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
+
+
+def approved(
+    sessions: sessionmaker[Session],
+    book: Playbook,
+    *,
+    target: str = "cart",
+    now: datetime | None = None,
+) -> int:
+    """Olga proposes `book` for `target` (parameter deployment = target) and Ada approves it;
+    returns the pending execution's id."""
+    now = now or datetime.now(UTC)
+    with sessions() as session:
+        proposal = service.propose(
+            session,
+            playbook=book,
+            params={"deployment": target},
+            target=target,
+            proposed_by="olga",
+            evidence={},
+            now=now,
+        )
+        session.commit()
+    with sessions() as session:
+        result = service.approve(
+            session,
+            proposal_id=proposal.id,
+            principal="ada",
+            role="approver",
+            digest=proposal.params_digest,
+            playbooks={book.name: book},
+            now=now,
+        )
+        session.commit()
+    assert result.execution_id is not None
+    return result.execution_id

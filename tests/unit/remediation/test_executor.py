@@ -24,7 +24,7 @@ from remediation.playbooks import Playbook, VaultSpec
 from remediation.steps import prometheus_condition
 from remediation.tables import AuditRow, ExecutionRow, ExecutionStepRow, ProposalRow
 from remediation.vault import IssuedCredentials, VaultSealed
-from tests.unit.remediation.helpers import make_playbook
+from tests.unit.remediation.helpers import approved, make_playbook
 
 Sessions = sessionmaker[Session]
 PY = sys.executable
@@ -84,34 +84,6 @@ VAULT = {
         }
     ],
 }
-
-
-def approved(sessions: Sessions, book: Playbook, *, target: str = "cart") -> int:
-    """Propose and approve once; returns the pending execution's id."""
-    with sessions() as session:
-        proposal = service.propose(
-            session,
-            playbook=book,
-            params={"deployment": target},
-            target=target,
-            proposed_by="olga",
-            evidence={},
-            now=_now(),
-        )
-        session.commit()
-    with sessions() as session:
-        result = service.approve(
-            session,
-            proposal_id=proposal.id,
-            principal="ada",
-            role="approver",
-            digest=proposal.params_digest,
-            playbooks={book.name: book},
-            now=_now(),
-        )
-        session.commit()
-    assert result.execution_id is not None
-    return result.execution_id
 
 
 def _now() -> Any:

@@ -1,4 +1,4 @@
-"""The FastAPI app factory: one app, wired to a ServiceContext built by the composition root."""
+"""The FastAPI app factory: one app, wired to the context the composition root builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from api import problems
-from api.context import ServiceContext
+from api.context import AppContext
 from api.metrics import build_registry
 from api.routes import health, incidents, predictions, remediations, series, traces, ui
 
@@ -21,7 +21,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def create_app(context: ServiceContext) -> FastAPI:
+def create_app(context: AppContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for start in context.on_start:

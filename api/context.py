@@ -1,9 +1,10 @@
-"""What the app needs from the composition root: settings, database, source, clock, extra jobs."""
+"""What the app needs from the composition root, declared here so that `api/` never imports the
+entry points: `prognos.context.ServiceContext` provides it, a test may provide a smaller one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,33 +12,35 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import Clock
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
-from models.scoring import ScoringConfig
-from models.service import CalibratorBank, ServingModels
-from remediation.playbooks import Playbook, load_playbooks
+from models.service import ServingModels
+from remediation.playbooks import Playbook
 
 
-@dataclass
-class ServiceContext:
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    source: Source
-    targets: list[TargetSettings]
-    clock: Clock
-    models: ServingModels = field(
-        default_factory=lambda: ServingModels(cold_start="median_band", cold_config={})
-    )
-    calibrators: CalibratorBank = field(default_factory=lambda: CalibratorBank(ScoringConfig()))
-    # Started with the app and stopped with it (e.g. the scheduler in `prognos run`).
-    on_start: list[Callable[[], None]] = field(default_factory=list)
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
-    # Remediation: loaded playbooks by name (None: read settings.remediation.playbooks_dir on
-    # first use) and the hook an approval calls after commit to start the executor at once.
-    playbooks: dict[str, Playbook] | None = None
-    wake_executor: Callable[[], None] = field(default=lambda: None)
+class AppContext(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+    @property
+    def source(self) -> Source: ...
+    @property
+    def targets(self) -> list[TargetSettings]: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def models(self) -> ServingModels: ...
+    @property
+    def on_start(self) -> list[Callable[[], None]]:
+        """Started with the app (e.g. the executor, the scheduler in `prognos run`)."""
+        ...
 
-    def loaded_playbooks(self) -> dict[str, Playbook]:
-        """The playbooks, read once from settings.remediation.playbooks_dir if not given."""
-        if self.playbooks is None:
-            self.playbooks = load_playbooks(self.settings.remediation.playbooks_dir)
-        return self.playbooks
+    @property
+    def on_stop(self) -> list[Callable[[], None]]: ...
+    @property
+    def wake_executor(self) -> Callable[[], None]:
+        """Called by an approval after its commit, to start the approved run at once."""
+        ...
+
+    def loaded_playbooks(self) -> dict[str, Playbook]: ...

@@ -9,15 +9,15 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.auth import AuthError, ForbiddenError, Principal, Role, authenticate
-from api.context import ServiceContext
+from api.context import AppContext
 
 
-def get_context(request: Request) -> ServiceContext:
-    context: ServiceContext = request.app.state.context
+def get_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
     return context
 
 
-ContextDep = Annotated[ServiceContext, Depends(get_context)]
+ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
 def get_session(context: ContextDep) -> Iterator[Session]:

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from api.context import ServiceContext
+from api.context import AppContext
 from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
 from models.tables import AnomalyScoreRow, BreachRow, ForecastRow
 
@@ -26,7 +26,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class StateCollector(Collector):
-    def __init__(self, context: ServiceContext, version: str) -> None:
+    def __init__(self, context: AppContext, version: str) -> None:
         self.context = context
         self.version = version
 
@@ -162,7 +162,7 @@ def _epoch(value: object) -> float:
     return ensure_utc(value).timestamp()  # type: ignore[arg-type]
 
 
-def build_registry(context: ServiceContext, version: str) -> CollectorRegistry:
+def build_registry(context: AppContext, version: str) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(context, version))
     return registry

@@ -21,7 +21,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api.context import ServiceContext
 from core.clock import from_epoch, to_epoch
 from core.database import create_engine, migrate, safe_url, session_scope
 from core.durations import format_duration, parse_duration
@@ -31,6 +30,7 @@ from core.settings import Settings, load_settings
 from models.forecasters.base import EpochReport
 from prognos.cli_rca import rca_eval_app, spans_app
 from prognos.cli_remediation import audit_app, playbook_app
+from prognos.context import ServiceContext
 
 app = typer.Typer(
     name="prognos",

@@ -8,7 +8,6 @@ import socket
 import uuid
 from pathlib import Path
 
-from api.context import ServiceContext
 from core.clock import Clock, SystemClock
 from core.database import create_engine, migrate, session_factory
 from core.settings import Settings, TargetSettings
@@ -17,6 +16,7 @@ from ingest.prometheus import PrometheusSource
 from ingest.replay import ReplaySource
 from models.scoring import ScoringConfig
 from models.service import CalibratorBank, ServingModels
+from prognos.context import ServiceContext
 from prognos.sample import ensure_sample_data
 from remediation import audit
 from remediation.actions import ACTIONS

@@ -11,8 +11,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from api.context import ServiceContext
 from prognos import jobs
+from prognos.context import ServiceContext
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,12 @@
-"""Scheduled jobs: each computes its window, opens a session, calls one service, commits."""
+"""Scheduled jobs: each computes its window, opens a session, calls one service function or
+flow (`rca/flows.py`, `remediation/flows.py`: what crosses domains), commits and logs a summary."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from sqlalchemy.orm import Session
-
-from api.context import ServiceContext
 from core.clock import to_epoch
 from core.database import session_scope
-from core.errors import PrognosError
 from core.settings import TargetSettings
 from ingest import service as ingest_service
 from ingest.errors import IngestError
@@ -18,7 +14,11 @@ from ingest.service import IngestSummary
 from models import service as model_service
 from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
+from prognos.context import ServiceContext
+from rca import flows as rca_flows
 from rca.incidents import GroupingResult
+from remediation import flows as remediation_flows
+from remediation import service as remediation_service
 
 log = logging.getLogger(__name__)
 
@@ -106,52 +106,32 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
 
 def cycle(context: ServiceContext) -> None:
     """The scheduler's main job: ingest, forecast and score what was ingested, then act on it:
-    propose playbooks for new breach warnings and expire stale proposals."""
-    ingest_cycle(context)
-    forecast_cycle(context)
-    propose_for_breaches(context)
-    group_incidents(context)
-    expire_proposals(context)
+    propose playbooks for new breach warnings, group alarms into incidents (proposing for new
+    ones) and expire stale proposals. Each stage has its own session and error boundary: one
+    that fails is logged and the later ones still run, so a database error in RCA or proposing
+    never skips the expiry of stale approvals."""
+    stages = (ingest_cycle, forecast_cycle, propose_for_breaches, group_incidents, expire_proposals)
+    for stage in stages:
+        try:
+            stage(context)
+        except Exception:
+            log.exception("cycle stage %s failed; the later stages still run", stage.__name__)
 
 
 def group_incidents(context: ServiceContext) -> GroupingResult:
     """Group the alarms firing now into incidents (diagnosing new ones from the span store) and
     propose the matching playbooks for each new incident's top suspect."""
-    from models.service import firing_alarms
-    from rca.incidents import group_alarms
-    from rca.tables import IncidentRow
-
     settings = context.settings
     now = context.clock.now()
     longest = max((t.step_seconds for t in context.targets), default=60)
     with session_scope(context.sessions) as session:
-        alarms = firing_alarms(
-            session,
-            threshold=settings.models.anomaly_threshold,
-            hits=settings.models.alarm_hits,
-            window=settings.models.alarm_window,
-            since=to_epoch(now) - (settings.models.alarm_window + 1) * longest,
+        result = rca_flows.incidents_from_alarms(
+            session, models=settings.models, rca=settings.rca, longest_step=longest, now=now
         )
-        result = group_alarms(session, alarms, now=now, settings=settings.rca)
         session.commit()
-        for incident_id in result.opened:
-            row = session.get(IncidentRow, incident_id)
-            log.info(
-                "incident %d opened: %s; top suspect %s",
-                incident_id,
-                ", ".join(row.services) if row else "?",
-                row.top_suspect if row else "?",
-            )
-            if row is None or not row.top_suspect:
-                continue
-            _propose(
-                context,
-                session,
-                kind="incident",
-                service=row.top_suspect,
-                suspect=True,
-                evidence={"incident_id": incident_id, "symptom": row.symptom},
-                about=f"incident {incident_id}",
+        if result.opened:
+            remediation_flows.propose_for_incidents(
+                session, result.opened, playbooks=context.loaded_playbooks(), clock=context.clock
             )
     for incident_id in result.closed:
         log.info("incident %d closed: its alarms have cleared", incident_id)
@@ -161,81 +141,14 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
 def propose_for_breaches(context: ServiceContext) -> int:
     """Propose the matching playbooks for every breach warning that turned on this cycle (the
     proposal's target is the series' service). Returns how many proposals were made."""
-    import sqlalchemy as sa
-
-    from ingest.tables import SeriesRow
-    from models.tables import BreachRow
-    from remediation import service as remediation_service
-
-    playbooks = context.loaded_playbooks()
-    if not playbooks:
-        return 0
-    made = 0
     with session_scope(context.sessions) as session:
-        fresh = session.execute(
-            sa.select(BreachRow.series_id, SeriesRow.service)
-            .join(SeriesRow, SeriesRow.id == BreachRow.series_id)
-            .where(BreachRow.warning.is_(True), BreachRow.warning_since == BreachRow.made_at)
-            .order_by(BreachRow.series_id)
-        ).all()
-        for series_id, service in fresh:
-            if service:
-                made += _propose(
-                    context,
-                    session,
-                    kind="breach",
-                    service=service,
-                    suspect=False,
-                    evidence={"breach": remediation_service.breach_evidence(session, series_id)},
-                    about=f"the predicted breach of series {series_id}",
-                )
-    return made
-
-
-def _propose(
-    context: ServiceContext,
-    session: Session,
-    *,
-    kind: str,
-    service: str,
-    suspect: bool,
-    evidence: dict[str, Any],
-    about: str,
-) -> int:
-    """The daemon's proposals for one breach or incident (target = the service), committed on
-    their own: a refusal is logged and leaves the rest of the cycle going."""
-    from remediation import service as remediation_service
-
-    playbooks = context.loaded_playbooks()
-    if not playbooks:
-        return 0
-    try:
-        proposals = remediation_service.auto_propose(
-            session,
-            playbooks=playbooks,
-            kind=kind,
-            service=service,
-            suspect=suspect,
-            target=service,
-            evidence=evidence,
-            now=context.clock.now(),
+        return remediation_flows.propose_for_breaches(
+            session, playbooks=context.loaded_playbooks(), clock=context.clock
         )
-        session.commit()
-    except PrognosError as exc:
-        session.rollback()
-        log.warning("no proposal for %s: %s", about, exc.message)
-        return 0
-    for proposal in proposals:
-        log.info(
-            "proposed %s for %s (%s): proposal %d", proposal.playbook, service, about, proposal.id
-        )
-    return len(proposals)
 
 
 def expire_proposals(context: ServiceContext) -> list[int]:
     """Deny proposals nobody approved before their expiry."""
-    from remediation import service as remediation_service
-
     with session_scope(context.sessions) as session:
         expired = remediation_service.expire_stale(session, now=context.clock.now())
         session.commit()

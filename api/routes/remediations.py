@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from api.context import ServiceContext
+from api.context import AppContext
 from api.deps import Approver, ContextDep, Operator, SessionDep, Viewer
 from core.errors import ErrorKind
 from remediation import audit, service
@@ -164,12 +164,12 @@ class AuditPage(BaseModel):
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def playbooks_of(context: ServiceContext) -> dict[str, Playbook]:
+def playbooks_of(context: AppContext) -> dict[str, Playbook]:
     """The context's playbooks, read once from settings.remediation.playbooks_dir if unset."""
     return context.loaded_playbooks()
 
 
-def _prepare(session: Session, context: ServiceContext) -> None:
+def _prepare(session: Session, context: AppContext) -> None:
     session.info[audit.CHECKPOINT_INFO_KEY] = audit.checkpoint_for(context.settings)
 
 

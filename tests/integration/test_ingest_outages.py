@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.context import ServiceContext
 from core.clock import FixedClock
 from core.settings import Settings
 from ingest.domain import SeriesData, SeriesKey, Window
@@ -22,6 +21,7 @@ from ingest.errors import SourceUnavailableError
 from ingest.history import backfill, cache_folder
 from ingest.service import latest_runs
 from ingest.tables import WatermarkRow
+from prognos.context import ServiceContext
 from prognos.jobs import ingest_cycle
 from tests.integration.conftest import (
     DAY,

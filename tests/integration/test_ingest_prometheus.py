@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.context import ServiceContext
 from core.clock import FixedClock
 from core.database import session_scope
 from core.settings import IngestSettings, Settings, TargetSettings
@@ -18,6 +17,7 @@ from ingest.domain import SeriesKey, Source, Window
 from ingest.errors import QueryError
 from ingest.service import IngestSummary, ingest_target, latest_runs, pull
 from ingest.tables import IngestRunRow, SeriesRow
+from prognos.context import ServiceContext
 from prognos.jobs import ingest_cycle
 from tests.integration.conftest import (
     GAP_LONG,

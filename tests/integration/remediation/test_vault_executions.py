@@ -276,9 +276,9 @@ def api_responses(engine: sa.Engine, sessions: Sessions, data_dir: Path, executi
     """GET the execution, its remediation and the audit trail over the real API."""
     from api.app import create_app
     from api.auth import Role, create_token
-    from api.context import ServiceContext
     from core.clock import SystemClock
     from core.settings import Settings
+    from prognos.context import ServiceContext
     from tests.unit.api.helpers import TARGETS, shop_source
 
     context = ServiceContext(

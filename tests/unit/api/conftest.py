@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import Role, create_token
-from api.context import ServiceContext
 from core.clock import FixedClock
 from core.settings import Settings
+from prognos.context import ServiceContext
 from tests.unit.api.helpers import NOW, TARGETS, MakeContext, shop_source
 
 

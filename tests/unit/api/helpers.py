@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from api.context import ServiceContext
+from prognos.context import ServiceContext
 from tests.unit.fakes import FakeSeries, FakeSource, make_target
 
 NOW = datetime(2026, 1, 5, 12, 0, 17, tzinfo=UTC)

@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role
-from api.context import ServiceContext
 from api.problems import STATUS_BY_KIND
 from core.errors import ErrorKind, PrognosError
 from ingest.errors import IngestError
+from prognos.context import ServiceContext
 from tests.unit.api.helpers import assert_problem, bearer
 
 SECRET = "internal-detail-0xDEADBEEF"

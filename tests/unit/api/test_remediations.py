@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role
-from api.context import ServiceContext
 from core.clock import FixedClock
 from ingest.tables import SeriesRow
 from models.tables import BreachRow
+from prognos.context import ServiceContext
 from remediation import audit
 from tests.unit.api.helpers import MakeContext, assert_problem, bearer
 from tests.unit.remediation.helpers import make_playbook

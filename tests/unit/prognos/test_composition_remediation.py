@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role, create_token
-from api.context import ServiceContext
 from core.database import session_scope
 from core.settings import Settings
 from prognos.composition import build_context
+from prognos.context import ServiceContext
 
 PLAYBOOK = """\
 name: echo

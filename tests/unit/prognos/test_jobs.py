@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.context import ServiceContext
 from core.clock import FixedClock
 from core.settings import Settings
 from ingest.domain import PullResult
 from ingest.errors import QueryError
-from ingest.tables import IngestRunRow, SampleRow, WatermarkRow
+from ingest.tables import IngestRunRow, SampleRow, SeriesRow, WatermarkRow
+from models.tables import AnomalyScoreRow
 from prognos import jobs
+from prognos.context import ServiceContext
+from rca import flows as rca_flows
+from remediation import flows as remediation_flows
+from remediation import service as remediation_service
+from remediation.domain import ProposalStatus
+from remediation.tables import ProposalRow
 from tests.unit.fakes import FakeSeries, FakeSource, make_target
+from tests.unit.remediation.helpers import make_playbook, proposed
 
 NOW = datetime(2026, 1, 5, 12, 0, 17, tzinfo=UTC)
 
@@ -83,3 +94,86 @@ def test_prune_samples_uses_the_retention(engine: Engine, sessions: sessionmaker
     assert len(kept) == 59
     assert kept[0] == int(datetime(2026, 1, 5, 11, 1, tzinfo=UTC).timestamp())
     assert jobs.prune_samples(context) == 0
+
+
+def test_a_failing_stage_does_not_skip_the_later_ones(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A proposal nobody approved, past its expiry (1 h) when the cycle runs.
+    book = make_playbook("restart", expires_after="1h")
+    stale = proposed(sessions, book, now=NOW - timedelta(hours=2))
+
+    def database_down(*_: object, **__: object) -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(remediation_flows, "propose_for_breaches", database_down)
+    monkeypatch.setattr(rca_flows, "incidents_from_alarms", database_down)
+    context = make_context(engine, sessions, FakeSource([FakeSeries("cpu", {"service": "a"})]))
+    context.targets = [make_target("cpu", lookback=timedelta(minutes=10))]
+    context.playbooks = {"restart": book}
+
+    jobs.cycle(context)  # does not raise
+
+    with sessions() as session:
+        assert remediation_service.get_proposal(session, stale.id).status == ProposalStatus.EXPIRED
+        assert session.scalar(sa.select(sa.func.count()).select_from(SampleRow)) == 10
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle stage")]
+    assert failed == [
+        "cycle stage propose_for_breaches failed; the later stages still run",
+        "cycle stage group_incidents failed; the later stages still run",
+    ]
+
+
+def test_the_daemon_does_not_import_the_web_package() -> None:
+    # A fresh interpreter: this test process has imported `api` already.
+    probe = (
+        "import sys, prognos.daemon; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('api', 'fastapi')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_alarm_opens_an_incident_and_its_proposal(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    context = make_context(engine, sessions, FakeSource([FakeSeries("cpu", {"service": "cart"})]))
+    context.targets = [make_target("cpu", lookback=timedelta(minutes=10))]
+    context.playbooks = {
+        "restart": make_playbook(
+            "restart",
+            parameters={},
+            steps=[{"kind": "command", "name": "restart", "argv": ["true", "{{ target }}"]}],
+            match={"kinds": ["incident"]},
+        )
+    }
+    jobs.ingest_cycle(context)
+    newest = int(NOW.timestamp()) // 60 * 60
+    with sessions() as session:
+        series_id = session.scalars(sa.select(SeriesRow.id)).one()
+        session.add_all(
+            AnomalyScoreRow(
+                series_id=series_id, ts=newest - 60 * k, z=9.0, magnitude=9.0, score=9.0, model="t"
+            )
+            for k in range(3)
+        )
+        session.commit()
+
+    result = jobs.group_incidents(context)
+    assert len(result.opened) == 1
+    assert jobs.group_incidents(context).opened == []  # the same alarm joins its incident
+    with sessions() as session:
+        proposals = session.scalars(sa.select(ProposalRow)).all()
+    assert [(p.playbook, p.target, p.proposed_by) for p in proposals] == [
+        ("restart", "cart", "daemon")
+    ]

@@ -59,16 +59,10 @@ def later(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def approved(
-    sessions: sessionmaker[Session],
-    book: Playbook,
-    *,
-    target: str = "cart",
-    now: datetime | None = None,
-) -> int:
-    """Olga proposes `book` for `target` (parameter deployment = target) and Ada approves it;
-    returns the pending execution's id."""
-    now = now or datetime.now(UTC)
+def proposed(
+    sessions: sessionmaker[Session], book: Playbook, *, target: str = "cart", now: datetime
+) -> service.Proposal:
+    """Olga proposes `book` for `target` (parameter deployment = target), committed."""
     with sessions() as session:
         proposal = service.propose(
             session,
@@ -80,6 +74,20 @@ def approved(
             now=now,
         )
         session.commit()
+    return proposal
+
+
+def approved(
+    sessions: sessionmaker[Session],
+    book: Playbook,
+    *,
+    target: str = "cart",
+    now: datetime | None = None,
+) -> int:
+    """Olga proposes `book` for `target` (parameter deployment = target) and Ada approves it;
+    returns the pending execution's id."""
+    now = now or datetime.now(UTC)
+    proposal = proposed(sessions, book, target=target, now=now)
     with sessions() as session:
         result = service.approve(
             session,

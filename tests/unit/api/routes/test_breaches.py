@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role
-from api.context import ServiceContext
 from core.clock import FixedClock
 from core.settings import BreachSettings, TargetSettings
+from prognos.context import ServiceContext
 from prognos.jobs import forecast_cycle
 from tests.unit.api.helpers import TARGETS, MakeContext, assert_problem, bearer, ingest_once
 

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Role
-from api.context import ServiceContext
 from core.clock import FixedClock
 from models.tables import AnomalyScoreRow
+from prognos.context import ServiceContext
 from prognos.jobs import forecast_cycle
 from tests.unit.api.helpers import NOW, assert_problem, bearer, ingest_once
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import Role
-from api.context import ServiceContext
 from ingest.errors import QueryError
+from prognos.context import ServiceContext
 from tests.unit.api.helpers import MakeContext, assert_problem, bearer, ingest_once
 from tests.unit.fakes import FakeSeries, FakeSource
 

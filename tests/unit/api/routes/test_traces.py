@@ -16,8 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Role
-from api.context import ServiceContext
 from ingest.span_store import read_spans, span_count
+from prognos.context import ServiceContext
 from tests.unit.api.helpers import bearer
 
 T0 = 1_700_000_000 * 10**9

@@ -6,7 +6,9 @@ and normal daily / level-shift / gappy / spiky series, 3 days at 60 s), trains e
 the TRAINING seeds (one global model; baselines learn nothing), then replays the EVALUATION seeds
 as the daemon would (`models.evaluation.breach`: from day 1 on, a forecast every step from the
 data up to then) and judges the warnings of each warning probability given (`--probability`,
-first = BreachConfig's default 0.3, then 0.5), with `--consecutive` forecasts in a row:
+first = BreachConfig's default), with `--consecutive` forecasts in a row, each two ways: with
+`predict_breach`'s seasonal check (given the series' recent values) and from the forecast alone;
+plus the rule used before (max over the horizon, p >= 0.3, 2 in a row, no seasonal check):
 
   warned >= 15 min   share of true crossings warned at least 15 min ahead (lead time = crossing
                      time - first warning within the 60 min before it)
@@ -17,6 +19,11 @@ first = BreachConfig's default 0.3, then 0.5), with `--consecutive` forecasts in
                      kind is built with a 30-min horizon and trained on the training seeds
                      generated at that step)
 
+The scenario figures are "generated": the generators and the rule that sets each scenario's
+threshold were frozen before the warning rule was tuned; the bench prints their digest
+(sha256 of `models/scenarios.py`, and of the threshold rule) and says whether it still matches
+the frozen one.
+
 Targets (issue): >= 90 % warned >= 15 min ahead, <= 0.1 false warnings per series-day.
 
 `predict_linear` is Prometheus' `predict_linear` (least squares over the last hour, extrapolated
@@ -25,7 +32,7 @@ yardstick. LSTM: context 120, horizon 30, hidden 32, <= 10 epochs of 16,384 wind
 
     .venv/bin/python bench/breach.py [--train-seeds 0-19] [--eval-seeds 100-119]
         [--models lstm,median_band,naive,predict_linear] [--nab ../shared/datasets/nab-dev]
-        [--out bench/results/breach.json] [--every 1] [--probability 0.3,0.5] [--consecutive 2]
+        [--out bench/results/breach.json] [--every 1] [--probability 0.5] [--consecutive 4]
 
 About 3-4 minutes on 2 cores (most of it training the two LSTMs, 60 s and 300 s steps).
 """
@@ -55,7 +62,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from models.breach import BreachConfig  # noqa: E402
+from models.breach import BreachConfig, linear_extrapolation  # noqa: E402
 from models.domain import ContextBatch, History  # noqa: E402
 from models.evaluation.breach import (  # noqa: E402
     BreachEvalConfig,
@@ -65,6 +72,7 @@ from models.evaluation.breach import (  # noqa: E402
     replay,
     replay_nab,
     report,
+    scenario_digest,
     train,
 )
 from models.forecasters.base import (  # noqa: E402
@@ -77,6 +85,11 @@ from models.forecasters.registry import FORECASTERS, build  # noqa: E402
 from models.scenarios import STEP, suite  # noqa: E402
 
 DEFAULT_MODELS = "lstm,median_band,naive,predict_linear"
+#: `scenario_digest()` when the generators and threshold rule were frozen, before tuning.
+FROZEN_SOURCE_SHA256 = "cfe28f102f812acc0980fa6f07f38c2c2df199e941b76456ff2cda4ac7c28870"
+FROZEN_RULE_SHA256 = "b76b3db960eeba8399989962b65dd91cd57b4e913fa39d3a0f10c4f141e7f865"
+#: The warning rule before the seasonal check: max over the horizon, p >= 0.3, 2 in a row.
+OLD_RULE = BreachConfig(probability=0.3, consecutive=2, combine="max", season=None)
 HORIZON_SECONDS = 1800  # DESIGN.md: the forecast covers 30 min
 CONTEXT = 120
 
@@ -102,24 +115,7 @@ class PredictLinearForecaster(Forecaster):
         from statistics import NormalDist
 
         w = min(self.config.window, batch.values.shape[1])
-        y = batch.values[:, -w:].astype(np.float64)
-        seen = np.isfinite(y)
-        n = seen.sum(axis=1)
-        x = np.broadcast_to(np.arange(w, dtype=np.float64), y.shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            xm = np.where(seen, x, 0).sum(axis=1) / n
-            ym = np.where(seen, y, 0).sum(axis=1) / n
-            dx = np.where(seen, x - xm[:, None], 0)
-            dy = np.where(seen, y - ym[:, None], 0)
-            sxx = (dx * dx).sum(axis=1)
-            slope = (dx * dy).sum(axis=1) / sxx
-            resid = np.where(seen, dy - slope[:, None] * dx, 0)
-            sigma = np.sqrt((resid * resid).sum(axis=1) / np.maximum(n - 2, 1))
-            xh = (w - 1) + np.arange(1, self.horizon + 1, dtype=np.float64)
-            centre = ym[:, None] + slope[:, None] * (xh[None, :] - xm[:, None])
-            spread = sigma[:, None] * np.sqrt(
-                1 + 1 / n[:, None] + (xh[None, :] - xm[:, None]) ** 2 / sxx[:, None]
-            )
+        centre, spread, n = linear_extrapolation(batch.values[:, -w:], self.horizon)
         z = np.array([NormalDist().inv_cdf(q) for q in self.quantiles])
         out = centre[..., None] + spread[..., None] * z[None, None, :]
         out[n < self.config.min_points] = np.nan
@@ -191,8 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="steps between forecasts")
     parser.add_argument(
         "--probability",
-        default=f"{BreachConfig().probability},0.5",
+        default=f"{BreachConfig().probability}",
         help="warning probabilities to judge (comma-separated; the first is the headline)",
+    )
+    parser.add_argument(
+        "--no-old-rule", action="store_true", help="skip the rule used before (max, p 0.3, x2)"
     )
     parser.add_argument(
         "--consecutive",
@@ -209,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    console = Console(width=160)
+    console = Console(width=200)
     torch.set_num_threads(args.threads)
     train_seeds, eval_seeds = parse_seeds(args.train_seeds), parse_seeds(args.eval_seeds)
     overlap = sorted(set(train_seeds) & set(eval_seeds))
@@ -227,14 +226,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[yellow]no NAB artificialNoAnomaly under {nab_dir}; skipping NAB")
         nab_dir = None
     probabilities = list(dict.fromkeys(float(p) for p in args.probability.split(",") if p))
-    configs = {
-        p: BreachEvalConfig(
-            breach=BreachConfig(probability=p, consecutive=args.consecutive), every=args.every
+    # (label, rule, which replay it judges): probability and consecutive do not change the
+    # forecasts' probabilities, so one replay serves every new rule; the old rule needs its own.
+    rules: list[tuple[str, BreachEvalConfig, str]] = []
+    for p in probabilities:
+        breach = BreachConfig(probability=p, consecutive=args.consecutive)
+        rules.append(
+            (
+                f"p≥{p:g}, {args.consecutive} in a row, seasonal check",
+                BreachEvalConfig(breach=breach, every=args.every),
+                "new",
+            )
         )
-        for p in probabilities
-    }
-    replay_config = configs[probabilities[0]]  # forecasting does not depend on the rule
+        rules.append(
+            (
+                f"p≥{p:g}, {args.consecutive} in a row, forecast only",
+                BreachEvalConfig(breach=breach, every=args.every, history=False),
+                "new",
+            )
+        )
+    if not args.no_old_rule:
+        rules.append(
+            (
+                "old: max, p≥0.3, 2 in a row",
+                BreachEvalConfig(breach=OLD_RULE, every=args.every),
+                "old",
+            )
+        )
+    replay_configs = {"new": rules[0][1]}
+    if not args.no_old_rule:
+        replay_configs["old"] = rules[-1][1]
 
+    digest = scenario_digest()
+    frozen = (
+        digest["source_sha256"] == FROZEN_SOURCE_SHA256
+        and digest["threshold_rule_sha256"] == FROZEN_RULE_SHA256
+    )
+    console.print(
+        f"generated scenarios: {digest['module']} source sha256 {digest['source_sha256']}, "
+        f"threshold rule sha256 {digest['threshold_rule_sha256']}: "
+        + ("[green]as frozen before tuning[/]" if frozen else "[red]CHANGED since frozen[/]")
+    )
     started = time.perf_counter()
     t0 = time.perf_counter()
     train_set = suite(train_seeds)
@@ -246,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     results: dict[str, Any] = {}
-    rows: list[tuple[str, float, BreachReport, NabWarningReport | None, float, float]] = []
+    rows: list[tuple[str, str, BreachReport, NabWarningReport | None, float, float]] = []
     for name in names:
         model = make_model(name, STEP, args.epochs)
         t0 = time.perf_counter()
@@ -256,10 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{name}: trained in {train_seconds:.1f} s"
             + (f" ({fit.epochs} epochs, best val {fit.best_val_loss:.4f})" if fit.epochs else "")
         )
-        t0 = time.perf_counter()
-        replays = replay(model, eval_set, replay_config)
-        eval_seconds = time.perf_counter() - t0
-        console.print(f"{name}: replayed {len(eval_set)} scenarios in {eval_seconds:.1f} s")
         nab_models: dict[int, Forecaster] = {STEP: model}
         nab_train: dict[str, float] = {}
 
@@ -277,49 +305,59 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timing[str(step)] = time.perf_counter() - t
             return cache[step]
 
-        nab_replays = None
-        nab_seconds = 0.0
-        if nab_dir is not None:
+        replays: dict[str, Any] = {}
+        nab_replays: dict[str, Any] = {}
+        seconds: dict[str, float] = {}
+        nab_seconds: dict[str, float] = {}
+        for which, config in replay_configs.items():
             t0 = time.perf_counter()
-            nab_replays = replay_nab(for_step, nab_dir, replay_config)
-            nab_seconds = time.perf_counter() - t0
+            replays[which] = replay(model, eval_set, config)
+            seconds[which] = time.perf_counter() - t0
             console.print(
-                f"{name}: NAB artificialNoAnomaly in {nab_seconds:.1f} s"
-                + (f" (incl. training at steps {list(nab_train)} s)" if nab_train else "")
+                f"{name}: replayed {len(eval_set)} scenarios ({which} rule) in "
+                f"{seconds[which]:.1f} s"
             )
+            if nab_dir is not None:
+                t0 = time.perf_counter()
+                nab_replays[which] = replay_nab(for_step, nab_dir, config)
+                nab_seconds[which] = time.perf_counter() - t0
+                console.print(
+                    f"{name}: NAB artificialNoAnomaly ({which} rule) in {nab_seconds[which]:.1f} s"
+                    + (f" (incl. training at steps {list(nab_train)})" if nab_train else "")
+                )
         per_rule: dict[str, Any] = {}
-        for p, config in configs.items():
-            scored = report(replays, config, model.version, eval_seconds)
-            nab = (
-                None
-                if nab_replays is None
-                else nab_report(nab_replays, config, nab_replays[0].model, nab_seconds)
-            )
-            rows.append((name, p, scored, nab, train_seconds, eval_seconds))
-            per_rule[str(p)] = {
+        for label, config, which in rules:
+            scored = report(replays[which], config, model.version, seconds[which])
+            nab = None
+            if which in nab_replays:
+                found = nab_replays[which]
+                nab = nab_report(found, config, found[0].model, nab_seconds[which])
+            rows.append((name, label, scored, nab, train_seconds, seconds[which]))
+            per_rule[label] = {
                 "warning_rule": config.breach.model_dump(mode="json"),
+                "seasonal_check": config.history and config.breach.season is not None,
                 "scenarios": scored.summary(),
                 "nab": None if nab is None else nab.summary(),
             }
         results[name] = {
             "config": model_config(name, STEP, args.epochs),
             "train_seconds": train_seconds,
-            "replay_seconds": eval_seconds,
+            "replay_seconds": seconds,
             "fit": {"epochs": fit.epochs, "best_val_loss": fit.best_val_loss},
             "nab_train_seconds_other_steps": nab_train,
             "nab_config_other_steps": {
                 s: model_config(name, int(s), args.epochs) for s in nab_train
             },
-            "by_probability": per_rule,
+            "by_rule": per_rule,
         }
 
     table = Table(
-        title=f"Breach warnings: evaluation seeds {args.eval_seeds}, training seeds "
-        f"{args.train_seeds}, {args.consecutive} consecutive forecasts"
+        title=f"Breach warnings on GENERATED scenarios (evaluation seeds {args.eval_seeds}, "
+        f"training seeds {args.train_seeds}) and NAB artificialNoAnomaly"
     )
     for column in (
         "model",
-        "warn at p ≥",
+        "warning rule",
         "crossings",
         "warned ≥15 min",
         "warned at all",
@@ -330,11 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train s",
         "replay s",
     ):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, p, scored, nab, train_seconds, eval_seconds in rows:
+        table.add_column(column, justify="left" if column in ("model", "warning rule") else "right")
+    for name, label, scored, nab, train_seconds, eval_seconds in rows:
         table.add_row(
             name,
-            f"{p:g}",
+            label,
             str(scored.crossings),
             fmt(100 * scored.share_warned(), "{:.1f} %"),
             fmt(100 * scored.share_warned(0.0), "{:.1f} %"),
@@ -347,13 +385,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     console.print(table)
 
-    kinds = Table(title="Per kind: warned ≥15 min (median lead) / false warnings per series-day")
+    kinds = Table(
+        title="Per kind (generated): warned ≥15 min (median lead) / false warnings per series-day"
+    )
     kinds.add_column("model")
-    kinds.add_column("p ≥", justify="right")
+    kinds.add_column("warning rule")
     all_kinds = list(rows[0][2].by_kind()) if rows else []
     for kind in all_kinds:
         kinds.add_column(kind, justify="right")
-    for name, p, scored, _, _, _ in rows:
+    for name, label, scored, _, _, _ in rows:
         per = scored.by_kind()
         cells = []
         for kind in all_kinds:
@@ -365,21 +405,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 cells.append(f"{k['false_per_day']:.3f}")
-        kinds.add_row(name, f"{p:g}", *cells)
+        kinds.add_row(name, label, *cells)
     console.print(kinds)
     if nab_dir is not None:
         files = Table(title="NAB artificialNoAnomaly: false warning episodes per file")
         files.add_column("model")
-        files.add_column("p ≥", justify="right")
+        files.add_column("warning rule")
         names_nab = sorted({o.name for row in rows if row[3] for o in row[3].outcomes})
         for file in names_nab:
             files.add_column(file.split("/")[-1].removesuffix(".csv"), justify="right")
-        for name, p, _, nab, _, _ in rows:
+        for name, label, _, nab, _, _ in rows:
             if nab is not None:
                 counts = {o.name: o for o in nab.outcomes}
                 files.add_row(
                     name,
-                    f"{p:g}",
+                    label,
                     *(f"{counts[f].false_episodes} / {counts[f].days:.1f} d" for f in names_nab),
                 )
         console.print(files)
@@ -393,10 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "models": names,
             "step": STEP,
             "probabilities": probabilities,
-            "evaluation": replay_config.model_dump(mode="json"),
+            "evaluation": {k: v.model_dump(mode="json") for k, v in replay_configs.items()},
             "nab": None if nab_dir is None else str(nab_dir),
             "targets": {"warned_min_lead": 0.9, "false_per_day": 0.1},
         },
+        "scenarios": {**digest, "frozen": frozen, "label": "generated"},
         "generate_seconds": generate_seconds,
         "total_seconds": total,
         "results": results,

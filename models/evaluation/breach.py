@@ -26,6 +26,9 @@ parts only (`histories(..., early_only=True)` cuts each series at its warmup).
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +41,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import scenarios as scenario_module
 from models.breach import BreachConfig, predict_breach, warning_mask
 from models.domain import ContextBatch, History
 from models.evaluation.backtest import regular_grid
@@ -61,6 +65,11 @@ class BreachEvalConfig(BaseModel):
     min_lead: int = Field(900, ge=0, description="seconds of lead a warning must have")
     rearm: int = Field(REARM, ge=0, description="seconds below before a new crossing counts")
     batch_size: int = Field(8192, ge=1, description="context windows per predict call")
+    history: bool = Field(
+        True,
+        description="give predict_breach each series' recent values (its seasonal check); "
+        "False: the forecast alone",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,36 @@ class BreachReport:
         }
 
 
+# ---------------------------------------------------------------------------- frozen scenarios
+
+#: The constants of `models.scenarios` that set a scenario's threshold (with `sre_threshold`).
+THRESHOLD_RULE = (
+    "MARGIN_NOISE_SIGMAS",
+    "MARGIN_RANGE_FRACTION",
+    "MARGIN_LEVEL_FRACTION",
+    "MEMORY_LIMITS_MIB",
+    "LATENCY_SLO_NOISE_SIGMAS",
+    "LATENCY_SLO_HEADROOM",
+    "QUEUE_ALERT",
+    "REARM",
+)
+
+
+def scenario_digest() -> dict[str, Any]:
+    """What the generated figures depend on: sha256 of the scenario generators' module source,
+    and of the threshold rule (its parameters and `sre_threshold`'s source). A bench prints them
+    so a figure can be tied to the generators it was measured on."""
+    source = inspect.getsource(scenario_module)
+    rule = {name: getattr(scenario_module, name) for name in THRESHOLD_RULE}
+    rule_text = json.dumps(rule, sort_keys=True) + inspect.getsource(sre_threshold)
+    return {
+        "module": scenario_module.__name__,
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "threshold_rule": rule,
+        "threshold_rule_sha256": hashlib.sha256(rule_text.encode()).hexdigest(),
+    }
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -172,23 +211,41 @@ def forecast_probabilities(
     threshold: float,
     indices: IntArray,
     config: BreachEvalConfig,
-) -> FloatArray:
+) -> tuple[FloatArray, FloatArray]:
     """P(crossing within the horizon) of the forecast made at each of `indices` from the data up
-    to and including that index (the newest `context_length` steps; older ones as gaps)."""
+    to and including that index (the newest `context_length` steps; older ones as gaps): with
+    the seasonal check over the newest `BreachConfig.history_length` steps, and from the
+    forecast alone."""
+    values = np.asarray(values, dtype=np.float64)
     length = forecaster.context_length
-    padded = np.concatenate([np.full(length - 1, np.nan), np.asarray(values, dtype=np.float64)])
-    windows = sliding_window_view(padded, length)  # row t = values[t - length + 1 .. t]
-    out = np.empty(len(indices))
+    windows = _windows(values, length)  # row t = values[t - length + 1 .. t]
+    past = config.breach.history_length(step)
+    history = _windows(values, past) if past else None
+    checked = np.empty(len(indices))
+    alone = np.empty(len(indices))
     for lo in range(0, len(indices), config.batch_size):
         chosen = indices[lo : lo + config.batch_size]
         batch = ContextBatch(
             windows[chosen].astype(np.float32), start + chosen.astype(np.int64) * step, step
         )
         forecast = forecaster.predict(batch)
-        out[lo : lo + len(chosen)] = predict_breach(
-            forecast, threshold, "above", config.breach
-        ).probability
-    return out
+        prediction = predict_breach(
+            forecast,
+            threshold,
+            "above",
+            config.breach,
+            history=None if history is None else history[chosen],
+        )
+        checked[lo : lo + len(chosen)] = prediction.probability
+        own = prediction.forecast_probability
+        alone[lo : lo + len(chosen)] = prediction.probability if own is None else own
+    return checked, alone
+
+
+def _windows(values: FloatArray, length: int) -> FloatArray:
+    """Row t: values[t - length + 1 .. t], NaN before the series starts."""
+    padded = np.concatenate([np.full(length - 1, np.nan), values])
+    return np.asarray(sliding_window_view(padded, length))
 
 
 def judge_warnings(
@@ -254,6 +311,8 @@ class Replay:
     indices: IntArray  #: the series index each forecast was made at (its newest data)
     probability: FloatArray  #: P(cross within the horizon) of each of those forecasts
     every: int
+    #: the same from the forecast alone (no seasonal check); None: the same as `probability`
+    forecast_probability: FloatArray | None = None
 
     @property
     def days(self) -> float:
@@ -275,7 +334,7 @@ def replay_series(
 ) -> Replay:
     """Forecast from index `first` on, every `config.every` steps, as a daemon would."""
     indices = np.arange(first, len(values), config.every, dtype=np.int64)
-    probability = forecast_probabilities(
+    probability, alone = forecast_probabilities(
         forecaster, values, start, step, threshold, indices, config
     )
     return Replay(
@@ -289,12 +348,17 @@ def replay_series(
         indices,
         probability,
         config.every,
+        alone,
     )
 
 
 def judge(replay: Replay, config: BreachEvalConfig) -> SeriesOutcome:
-    """Apply `config.breach`'s warning rule to a replay and score the warnings."""
-    warn = warning_mask(replay.probability, config.breach)
+    """Apply `config.breach`'s warning rule to a replay and score the warnings (with the
+    seasonal check's probabilities, or without them when `config.history` is False)."""
+    probability = replay.probability
+    if not config.history and replay.forecast_probability is not None:
+        probability = replay.forecast_probability
+    warn = warning_mask(probability, config.breach)
     found, leads, false = judge_warnings(
         warn, replay.indices, replay.values, replay.threshold, replay.step, config
     )
@@ -476,5 +540,6 @@ __all__ = [
     "replay_nab",
     "replay_series",
     "report",
+    "scenario_digest",
     "train",
 ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from ingest.domain import SeriesKey
 from models.breach import (
     Breach,
     BreachConfig,
+    combine_steps,
     exceed_probability,
     next_streak,
     predict_breach,
+    seasonal_probability,
     warning_mask,
 )
 from models.domain import QuantileForecast
@@ -28,13 +32,18 @@ from models.evaluation.breach import (
     evaluate,
     evaluate_nab,
     false_episodes,
+    forecast_probabilities,
+    judge,
     judge_warnings,
+    replay_series,
+    scenario_digest,
     train,
 )
 from models.forecasters.base import Forecaster
 from models.forecasters.registry import build
 from models.scenarios import generate
 
+ROOT = Path(__file__).resolve().parents[3]
 STEP = 60
 END = 1_700_000_040
 H = 10
@@ -87,12 +96,28 @@ def test_probabilities_fall_as_the_threshold_rises() -> None:
     assert (np.diff(per_step, axis=0) <= 1e-12).all()
 
 
-def test_max_over_horizons_and_a_shorter_config_horizon() -> None:
+def test_steps_combine_as_independent_or_by_their_max_and_a_shorter_horizon() -> None:
     p50 = np.linspace(90, 110, H)
     full = predict_breach(forecast(p50), 100.0)
-    assert full.probability[0] == pytest.approx(full.exceed[0].max())
+    assert full.probability[0] == pytest.approx(1.0 - np.prod(1.0 - full.exceed[0]))
+    assert full.forecast_probability is not None and full.seasonal_probability is None
+    wide = forecast(p50 - 15.0, spread=10.0)  # no step is certain
+    highest = predict_breach(wide, 100.0, config=BreachConfig(combine="max"))
+    assert highest.probability[0] == pytest.approx(highest.exceed[0].max())
+    assert highest.probability[0] < predict_breach(wide, 100.0).probability[0] < 1.0
     short = predict_breach(forecast(p50), 100.0, config=BreachConfig(horizon=3))
     assert short.exceed.shape == (1, 3) and short.probability[0] < 0.01
+
+
+def test_combine_steps_by_hand() -> None:
+    p = np.array([[0.5, 0.5, np.nan], [0.1, 0.2, 0.3], [np.nan, np.nan, np.nan]])
+    independent = combine_steps(p)
+    assert independent[:2] == pytest.approx([0.75, 1 - 0.9 * 0.8 * 0.7])
+    assert math.isnan(independent[2])
+    highest = combine_steps(p, "max")
+    assert highest[:2] == pytest.approx([0.5, 0.3]) and math.isnan(highest[2])
+    with pytest.raises(ModelInputError, match="combine"):
+        combine_steps(p, "mean")  # type: ignore[arg-type]
 
 
 def test_per_series_thresholds_gaps_and_point_masses() -> None:
@@ -121,11 +146,96 @@ def test_breaches_carry_series_threshold_eta_and_source() -> None:
 
 def test_config_is_frozen_and_validated() -> None:
     config = BreachConfig()
-    assert (config.probability, config.consecutive, config.eta_probability) == (0.3, 2, 0.5)
+    assert (config.probability, config.consecutive, config.eta_probability) == (0.5, 4, 0.5)
+    assert (config.combine, config.season, config.trend_window) == ("independent", 86_400, 1200)
+    # 60 s: a day + 20 min of history; 5 min: a day + at least 12 steps (1 h).
+    assert config.history_length(60) == 1440 + 20 and config.history_length(300) == 288 + 12
+    assert BreachConfig(season=None).history_length(60) == 0
     with pytest.raises(ValidationError):
         BreachConfig(probability=1.5)
     with pytest.raises(ValidationError):
         config.consecutive = 3  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------ the seasonal check
+
+DAY_STEPS = 1440
+
+
+def daily(days: float, peak: float = 100.0, noise: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A 60 s series with a daily cycle between 0 and `peak` (+ noise), ending 2 h before the
+    top of its cycle, on the rise."""
+    n = int(days * DAY_STEPS)
+    top = n - 1 + 120
+    rng = np.random.default_rng(seed)
+    cycle = 0.5 * peak * (1 + np.cos(2 * np.pi * (np.arange(n) - top) / DAY_STEPS))
+    return cycle + rng.normal(0, noise, n)
+
+
+def rising_forecast(last: float, slope: float) -> QuantileForecast:
+    """A forecast that extrapolates a steep rise: p50 = last + slope * h, band +/- 5."""
+    return forecast(last + slope * np.arange(1, H + 1), spread=5.0)
+
+
+def test_a_daily_rise_seen_yesterday_is_expected_and_a_new_trend_is_not() -> None:
+    values = daily(2.0)
+    assert values[-1] > values[-1 - 60] + 1.0  # rising, 2 h before the top of the cycle
+    threshold = values.max() + 5.0
+    # A forecaster that extrapolates wildly says the limit falls within the horizon.
+    fc = rising_forecast(threshold - 10.0, 5.0)
+    config = BreachConfig()
+    history = values[None, -config.history_length(STEP) :]
+    alone = predict_breach(fc, threshold, config=config)
+    checked = predict_breach(fc, threshold, config=config, history=history)
+    assert alone.probability[0] > 0.99
+    assert checked.seasonal_probability is not None
+    assert checked.seasonal_probability[0] < 1e-6  # yesterday's path stays below the limit
+    assert checked.probability[0] == checked.seasonal_probability[0]
+    assert checked.forecast_probability is not None
+    assert checked.forecast_probability[0] == alone.probability[0]
+    assert checked.eta_steps[0] == alone.eta_steps[0]  # the ETA is the forecast's
+    # The same day with a leak on top: today rises 1 per step faster than yesterday did.
+    leak = values.copy()
+    leak[-30:] += np.arange(1, 31) * 1.0
+    history = leak[None, -config.history_length(STEP) :]
+    threshold = leak[-1] + 5.0  # 5 steps of the leak's extra rise away
+    checked = predict_breach(
+        rising_forecast(leak[-1], 2.0), threshold, config=config, history=history
+    )
+    assert checked.seasonal_probability is not None
+    assert checked.seasonal_probability[0] > 0.99 and checked.probability[0] > 0.99
+
+
+def test_without_enough_history_the_forecast_decides_alone() -> None:
+    values = daily(2.0)
+    threshold = values.max() + 5.0
+    fc = rising_forecast(threshold - 10.0, 5.0)
+    config = BreachConfig()
+    short = values[None, -DAY_STEPS:]  # less than a day + the trend window
+    pred = predict_breach(fc, threshold, config=config, history=short)
+    assert pred.seasonal_probability is not None and math.isnan(pred.seasonal_probability[0])
+    assert pred.probability[0] == pred.forecast_probability[0]  # type: ignore[index]
+    gappy = values[None, -config.history_length(STEP) :].copy()
+    gappy[0, -15:] = np.nan  # most of the 20-minute trend window missing
+    pred = predict_breach(fc, threshold, config=config, history=gappy)
+    assert math.isnan(pred.seasonal_probability[0])  # type: ignore[index]
+    off = predict_breach(fc, threshold, config=BreachConfig(season=None), history=gappy)
+    assert off.seasonal_probability is None
+    with pytest.raises(ModelInputError, match="history"):
+        predict_breach(fc, threshold, config=config, history=np.vstack([gappy, gappy]))
+
+
+def test_the_seasonal_check_below_a_limit_and_for_a_perfectly_periodic_series() -> None:
+    square = np.tile(np.r_[np.full(720, 10.0), np.full(720, 50.0)], 2)[:-360]  # ends at 50
+    config = BreachConfig()
+    history = square[None, -config.history_length(STEP) :]
+    # It is 50 and stays 50 (yesterday did, and today's difference from yesterday is 0):
+    # a point mass at 50.
+    check = [
+        seasonal_probability(history, thr, direction, STEP, H, config)[0]
+        for thr, direction in ((49.0, "above"), (51.0, "above"), (49.0, "below"), (51.0, "below"))
+    ]
+    assert check == [1.0, 0.0, 0.0, 1.0]
 
 
 # ------------------------------------------------------------------------ the warning rule
@@ -281,3 +391,43 @@ def test_nab_false_warnings_on_files_without_anomalies(tmp_path: Path) -> None:
     assert report.days == pytest.approx((600 - 23) * 300 / 86_400)
     assert report.false_per_day == 0.0  # the naive median never rises above the max
     assert report.summary()["per_file"]["artificialNoAnomaly/art_test.csv"]["crossings"] == 0
+
+
+def test_the_replay_keeps_both_probabilities_and_judges_either() -> None:
+    s = generate("daily", 3)
+    model = build("naive", {"context_length": 24, "horizon": 6})
+    model.fit([s.history(s.warmup)])
+    config = BreachEvalConfig(every=5)
+    threshold = float(np.nanpercentile(s.values, 99))  # low enough to be crossed at peaks
+    r = replay_series(model, s.values, s.start, s.step, threshold, s.warmup, config)
+    assert r.forecast_probability is not None
+    both = np.isfinite(r.probability) & np.isfinite(r.forecast_probability)
+    assert both.all()
+    assert (r.probability <= r.forecast_probability + 1e-12).all()  # the check only lowers it
+    # The first forecasts have fewer than half the 20-minute trend window's differences from a
+    # day before (the first one exists at index 1440): the forecast alone.
+    early = r.indices < DAY_STEPS + 9
+    assert early.any() and (r.probability[early] == r.forecast_probability[early]).all()
+    checked = judge(r, config)
+    alone = judge(r, config.model_copy(update={"history": False}))
+    assert alone.warning_steps > checked.warning_steps
+    same, _ = forecast_probabilities(
+        model, s.values, s.start, s.step, threshold, r.indices[:50], config
+    )
+    assert np.array_equal(same, r.probability[:50])
+
+
+def test_the_scenario_generators_and_threshold_rule_are_as_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("bench_breach", ROOT / "bench" / "breach.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    digest = scenario_digest()
+    # The generated breach figures were measured on these generators and thresholds: a change
+    # must be deliberate (a new frozen digest in bench/breach.py) and the figures re-measured.
+    assert digest["source_sha256"] == bench.FROZEN_SOURCE_SHA256
+    assert digest["threshold_rule_sha256"] == bench.FROZEN_RULE_SHA256
+    assert digest["threshold_rule"]["MARGIN_NOISE_SIGMAS"] == 4.0

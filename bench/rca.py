@@ -5,7 +5,7 @@
    level, overall and per fault type, for Prognos and the N-Sigma and BARO baselines in the same
    run, on a Nezha-layout folder (default ../shared/datasets/rca/nezha-ob) and an RCD-layout
    folder (default ../shared/datasets/rca/rcd-sockshop). Folders that are missing are skipped.
-2. Speed: a generated 50-service system (rca.simulate), 10 minutes of spans (~200,000) with a
+2. Speed: a generated 50-service system (sim.traces), 10 minutes of spans (~200,000) with a
    slow operation injected halfway, stored in a SQLite span store and read back for the window,
    then `rca.analysis.analyze`; median of `--repeats`, against the N-Sigma baseline on the same
    system's metrics (ratio), in the same run.
@@ -36,7 +36,7 @@ from rich.table import Table  # noqa: E402
 from prognos.cli_rca import evaluation_table  # noqa: E402
 from rca.analysis import analyze, n_sigma  # noqa: E402
 from rca.evaluation import Evaluation, evaluate_nezha, evaluate_rcd  # noqa: E402
-from rca.simulate import Fault, System  # noqa: E402
+from sim.traces import Fault, System  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets" / "rca"
 DEFAULT_OUT = ROOT / "bench" / "results" / "rca.json"

@@ -5,10 +5,14 @@ service has one caller among the services before it, and each service has 1-3 op
 their own latencies. `System.traces(...)` produces a span frame (ingest.spans) of requests
 arriving uniformly over a time range; each request walks the tree (every child called with a
 per-edge probability), child spans nested inside their parent with a network gap before and after.
+The same seed gives the same system and the same spans.
 
 Faults (`Fault(kind, service, operation)`, active from `start_ns`):
 - "slow": the operation (or all of the service's) gets extra self time (a slow leaf);
 - "errors": the service's spans fail (error=True) and, as an error propagates, so do its callers';
+- "exception": the service's spans throw (error=True) but its callers catch it: their spans stay
+  ok and run a new "handle error" child operation of their own;
+- "vanish": the service returns early: it stops calling its callees and does a tenth of its work;
 - "network": the edges into the service get extra gap (caller span minus callee span);
 - "cpu": all operations of the service get slower by a factor, and `System.metrics` shows its
   CPU saturating.
@@ -24,15 +28,21 @@ import pandas as pd
 from ingest.spans import SPAN_COLUMNS
 
 MS = 1_000_000
+FAULT_KINDS = ("slow", "errors", "exception", "vanish", "network", "cpu")
+
+Row = tuple[str, str, str, str, str, int, int, bool]
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  #: slow, errors, network or cpu
+    kind: str  #: one of FAULT_KINDS
     service: str
     operation: str | None = None
     start_ns: int = 0
     magnitude: float = 1.0  #: scales the effect (1: clearly visible)
+
+    def active(self, service: str, at_ns: int) -> bool:
+        return service == self.service and at_ns >= self.start_ns
 
 
 @dataclass
@@ -71,7 +81,7 @@ class System:
         seed: int = 1,
     ) -> pd.DataFrame:
         rng = np.random.default_rng(seed)
-        rows: list[tuple[str, str, str, str, str, int, int, bool]] = []
+        rows: list[Row] = []
         arrivals = np.sort(rng.integers(start_ns, end_ns, size=requests))
         for r, t0 in enumerate(arrivals.tolist()):
             trace_id = f"{seed:04x}{r:012x}"
@@ -81,7 +91,7 @@ class System:
 
     def _span(
         self,
-        rows: list[tuple[str, str, str, str, str, int, int, bool]],
+        rows: list[Row],
         rng: np.random.Generator,
         trace_id: str,
         parent_id: str,
@@ -89,53 +99,54 @@ class System:
         start: int,
         fault: Fault | None,
         counter: list[int],
-    ) -> tuple[int, bool]:
-        """Append the span of `service` (and its subtree) starting at `start`; returns its end
-        and whether it failed."""
+    ) -> tuple[int, bool, bool]:
+        """Append the span of `service` (and its subtree) starting at `start`; returns its end,
+        whether it failed and whether it threw an exception for its caller to catch."""
         counter[0] += 1
         span_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
         ops = self.operations[service]
         operation = ops[int(rng.integers(0, len(ops)))]
-        active = fault is not None and start >= fault.start_ns and fault.service == service
+        kind = fault.kind if fault is not None and fault.active(service, start) else None
         own = self.self_ms[(service, operation)] * float(rng.lognormal(0.0, 0.15))
-        if active and fault is not None:
-            if fault.kind == "slow" and fault.operation in (None, operation):
-                own += 25.0 * fault.magnitude
-            elif fault.kind == "cpu":
-                own *= 1.0 + 4.0 * fault.magnitude
+        magnitude = fault.magnitude if fault is not None else 1.0
+        if kind == "slow" and fault is not None and fault.operation in (None, operation):
+            own += 25.0 * magnitude
+        elif kind == "cpu":
+            own *= 1.0 + 4.0 * magnitude
+        elif kind == "vanish":
+            own *= 0.1
         t = start + int(own * MS / 2)
-        failed = active and fault is not None and fault.kind == "errors"
-        for child in self.children.get(service, []):
+        failed = kind in ("errors", "exception")
+        for child in [] if kind == "vanish" else self.children.get(service, []):
             if rng.random() > self.call_probability[child]:
                 continue
             # A client span in the caller wraps the callee's server span; the time between
             # them is the network (and queueing) on that edge.
             gap = int(float(rng.uniform(0.2, 0.6)) * MS)
-            hit = fault is not None and fault.kind == "network" and fault.service == child
-            if hit and fault is not None and start >= fault.start_ns:
-                gap += int(15.0 * fault.magnitude * MS)
+            if fault is not None and fault.kind == "network" and fault.active(child, start):
+                gap += int(15.0 * magnitude * MS)
             counter[0] += 1
             client_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
-            child_end, child_failed = self._span(
+            child_end, child_failed, thrown = self._span(
                 rows, rng, trace_id, client_id, child, t + gap, fault, counter
             )
+            end = child_end + gap
             rows.append(
-                (
-                    trace_id,
-                    client_id,
-                    span_id,
-                    service,
-                    f"call {child}",
-                    t,
-                    child_end + gap,
-                    child_failed,
-                )
+                (trace_id, client_id, span_id, service, f"call {child}", t, end, child_failed)
             )
-            t = child_end + gap
-            failed = failed or child_failed
+            t = end
+            if thrown:  # caught here: an error handler of our own runs, and we carry on
+                counter[0] += 1
+                handler_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
+                handled = t + int(float(rng.uniform(0.5, 1.5)) * MS)
+                rows.append(
+                    (trace_id, handler_id, span_id, service, "handle error", t, handled, False)
+                )
+                t = handled
+            failed = failed or (child_failed and not thrown)
         end = t + int(own * MS / 2)
         rows.append((trace_id, span_id, parent_id, service, operation, start, end, failed))
-        return end, failed
+        return end, failed, kind == "exception"
 
     def metrics(
         self,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["core", "ingest", "models", "rca", "remediation", "api", "prognos"]
+PACKAGES = ["core", "ingest", "models", "rca", "sim", "remediation", "api", "prognos"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -6,7 +6,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.span_store import prune_spans, read_spans, span_count, store_spans
-from rca.simulate import System
+from sim.traces import System
 
 T0 = 1_700_000_000 * 10**9
 MIN = 60 * 10**9

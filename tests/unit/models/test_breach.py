@@ -16,6 +16,7 @@ from ingest.domain import SeriesKey
 from models.breach import (
     Breach,
     BreachConfig,
+    Direction,
     combine_steps,
     exceed_probability,
     next_streak,
@@ -231,10 +232,9 @@ def test_the_seasonal_check_below_a_limit_and_for_a_perfectly_periodic_series() 
     history = square[None, -config.history_length(STEP) :]
     # It is 50 and stays 50 (yesterday did, and today's difference from yesterday is 0):
     # a point mass at 50.
-    check = [
-        seasonal_probability(history, thr, direction, STEP, H, config)[0]
-        for thr, direction in ((49.0, "above"), (51.0, "above"), (49.0, "below"), (51.0, "below"))
-    ]
+    cases: list[tuple[float, Direction]] = [(49.0, "above"), (51.0, "above")]
+    cases += [(49.0, "below"), (51.0, "below")]
+    check = [seasonal_probability(history, t, d, STEP, H, config)[0] for t, d in cases]
     assert check == [1.0, 0.0, 0.0, 1.0]
 
 

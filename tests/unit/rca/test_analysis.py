@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from rca.analysis import analyze, annotate, call_edges, call_path, robust_z
-from rca.simulate import Fault, System
+from sim.traces import Fault, System
 
 T0 = 1_700_000_000 * 10**9
 MIN = 60 * 10**9

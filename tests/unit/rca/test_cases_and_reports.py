@@ -12,7 +12,7 @@ from rca.analysis import analyze
 from rca.cases import nezha_cases, read_nezha_metrics, read_nezha_spans, service_of_pod
 from rca.evaluation import accuracy, evaluate_nezha
 from rca.findings import RcaReport, render_html, render_markdown
-from rca.simulate import Fault, System
+from sim.traces import Fault, System
 
 DAY = "2030-01-02"
 SYSTEM = System.generate(6, seed=5)

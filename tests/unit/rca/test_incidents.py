@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import RcaSettings
 from ingest.span_store import store_spans
 from rca.incidents import group_alarms, list_incidents
-from rca.simulate import Fault, System
+from sim.traces import Fault, System
 
 ONSET = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SYSTEM = System.generate(8, seed=3)

@@ -26,6 +26,7 @@ from models.evaluation.backtest import regular_grid
 from models.evaluation.nab import read_data_file
 from models.forecasters.lstm import GlobalLSTMForecaster
 from models.forecasters.registry import build
+from models.registry import family_for
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -54,6 +55,9 @@ class ForecastEvalConfig(BaseModel):
     report_horizons: tuple[int, ...] = (1, 3, 6)
     origin_every: int = Field(12, ge=1, description="grid steps between origins")
     warmup_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="no origin in this share")
+    max_origins: int | None = Field(
+        None, ge=1, description="at most this many origins per series, evenly spread (None: all)"
+    )
     quantiles: tuple[float, ...] = QUANTILES
     # naive / seasonal naive
     naive_context: int = Field(288, ge=6, description="steps whose differences size the band")
@@ -113,14 +117,30 @@ def load_series(path: str | Path, name: str | None = None) -> GridSeries:
 
 
 def load_folder(root: str | Path, folder: str | None = None) -> list[GridSeries]:
-    """Every `*.csv` of `root/data/<folder>`, `root/<folder>` or `root` itself, sorted by name."""
+    """Every `*.csv` of `root/data/<folder>`, `root/<folder>` or `root` itself, sorted by name;
+    without a folder and no CSV directly under `root/data` or `root`, every `*.csv` one folder
+    down (`root/data/*/` first, then `root/*/`), each named `<folder>/<file stem>`."""
     base = Path(root)
     candidates = [base / "data" / folder, base / folder] if folder else [base / "data", base]
     for directory in candidates:
         files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
         if files:
             return [load_series(f) for f in files]
+    if not folder:
+        for directory in (base / "data", base):
+            files = sorted(directory.glob("*/*.csv")) if directory.is_dir() else []
+            if files:
+                return [load_series(f, f"{f.parent.name}/{f.stem}") for f in files]
     raise ModelInputError(f"no *.csv files under {base} (folder {folder!r})")
+
+
+def step_families(series: Sequence[GridSeries]) -> dict[str, list[GridSeries]]:
+    """The series grouped as the service keeps its models: one family per step
+    (`models.registry.family_for`), families in order of step, series in their given order."""
+    out: dict[str, list[GridSeries]] = {}
+    for s in sorted(series, key=lambda s: s.step):
+        out.setdefault(family_for(s.step), []).append(s)
+    return out
 
 
 # ------------------------------------------------------------------------------ protocol
@@ -132,10 +152,19 @@ def first_origin(n: int, warmup_fraction: float) -> int:
 
 
 def origins(n: int, config: ForecastEvalConfig) -> IntArray:
-    """Grid indices of the origins; a forecast at origin o targets o, o+1, .., o+H-1."""
-    return np.arange(
+    """Grid indices of the origins; a forecast at origin o targets o, o+1, .., o+H-1. With
+    `max_origins`, a longer list is thinned to that many, evenly spread over it (the first and
+    the last kept)."""
+    every = np.arange(
         first_origin(n, config.warmup_fraction), n, config.origin_every, dtype=np.int64
     )
+    cap = config.max_origins
+    if cap is None or len(every) <= cap:
+        return every
+    if cap == 1:
+        return every[:1]
+    keep = np.unique(np.round(np.linspace(0, len(every) - 1, cap)).astype(np.int64))
+    return every[keep]
 
 
 def mase_scale(values: FloatArray, end: int) -> float:
@@ -536,6 +565,22 @@ def evaluate(
     if "lstm" in config.models:
         runs["lstm"] = lstm_forecasts(series, at, config, on_progress)
     return score_runs(config, list(series), at, scales, runs)
+
+
+def evaluate_families(
+    series: Sequence[GridSeries],
+    config: ForecastEvalConfig | None = None,
+    on_progress: Progress | None = None,
+) -> dict[str, ForecastEvaluation]:
+    """`evaluate` once per step family (`step_families`): the global LSTM is one model per
+    family, as the service keeps one per step, and each family is scored on its own."""
+    config = config or ForecastEvalConfig()
+    out = {}
+    for family, members in step_families(series).items():
+        if on_progress is not None:
+            on_progress(f"family {family}: {len(members)} series")
+        out[family] = evaluate(members, config, on_progress)
+    return out
 
 
 def score_runs(

@@ -8,12 +8,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from models.errors import ModelInputError
 from models.evaluation.forecast import (
     ForecastEvalConfig,
     GridSeries,
@@ -22,11 +24,13 @@ from models.evaluation.forecast import (
     coverage,
     ets_forecast,
     evaluate,
+    evaluate_families,
     load_folder,
     load_series,
     mase_scale,
     origins,
     score_runs,
+    step_families,
     targets,
 )
 
@@ -106,6 +110,17 @@ def test_coverage_by_hand() -> None:
     assert score.mase_mean == pytest.approx((0.5 + 1.0 + 0.0 + 1.0) / 4 / 0.5)
 
 
+def test_max_origins_thins_evenly_and_keeps_the_ends() -> None:
+    every = origins(1995, ForecastEvalConfig())
+    thinned = origins(1995, ForecastEvalConfig(max_origins=10))
+    assert len(thinned) == 10 and thinned[0] == every[0] and thinned[-1] == every[-1]
+    assert set(thinned.tolist()) <= set(every.tolist())
+    gaps = np.diff(thinned)
+    assert gaps.max() - gaps.min() <= 12  # evenly spread, on the origins' own grid
+    assert np.array_equal(origins(1995, ForecastEvalConfig(max_origins=1000)), every)
+    assert origins(1995, ForecastEvalConfig(max_origins=1)).tolist() == [every[0]]
+
+
 # ----------------------------------------------------------------------------- gaps
 
 
@@ -157,6 +172,43 @@ def test_csv_loading_keeps_gaps_on_the_grid(tmp_path: Path) -> None:
     assert np.array_equal(window[1], [np.nan, np.nan, 0.0, 1.0], equal_nan=True)  # before start
 
 
+def _write(folder: Path, name: str, s: GridSeries) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamps = pd.to_datetime(s.start + s.step * np.arange(len(s)), unit="s")
+    frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": s.values})
+    frame.to_csv(folder / f"{name}.csv", index=False)
+
+
+def _hourly(n: int, seed: int, name: str) -> GridSeries:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    values = 20 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, n)
+    return GridSeries(name, values, 3600, START - START % 3600, rows=n)
+
+
+def test_every_folder_loads_and_steps_make_families(tmp_path: Path) -> None:
+    _write(tmp_path / "data" / "fast", "a", _seasonal(300, seed=5, name="a"))
+    _write(tmp_path / "data" / "slow", "b", _hourly(200, seed=6, name="b"))
+    _write(tmp_path / "data" / "slow", "c", _hourly(150, seed=7, name="c"))
+    series = load_folder(tmp_path)  # no folder: every folder under data/
+    assert [s.name for s in series] == ["fast/a", "slow/b", "slow/c"]
+    assert [s.name for s in load_folder(tmp_path, "slow")] == ["b", "c"]
+    families = step_families(series)
+    assert list(families) == ["step300s", "step3600s"]
+    assert [s.name for s in families["step3600s"]] == ["slow/b", "slow/c"]
+    with pytest.raises(ModelInputError, match="one step"):
+        evaluate(series, ForecastEvalConfig(models=("lstm",), lstm=TINY_LSTM))
+    config = ForecastEvalConfig(
+        models=("lstm", "naive"), lstm=TINY_LSTM, origin_every=10, max_origins=5, num_threads=1
+    )
+    out = evaluate_families(series, config)
+    assert list(out) == ["step300s", "step3600s"]
+    for family, ev in out.items():
+        assert {s.step for s in ev.series} == {int(family[4:-1])}
+        assert all(len(at) <= 5 for at in ev.origins.values())
+        assert ev.runs["lstm"].fits >= 1 and np.isfinite(ev.score("lstm", 1).mase_mean)
+
+
 # ----------------------------------------------------------------------------- causality
 
 
@@ -199,17 +251,11 @@ def test_origins_never_use_future_data() -> None:
 # ----------------------------------------------------------------------------- bench
 
 
-def test_bench_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _run_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> dict[str, Any]:
+    """bench/forecast.py's main with `args` (+ a tiny LSTM, one worker); its JSON report."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "1")  # the bench only sets them if unset; restored afterwards
     monkeypatch.setattr(sys, "path", list(sys.path))
-    folder = tmp_path / "data" / "gen"
-    folder.mkdir(parents=True)
-    for i in range(2):
-        s = _seasonal(420, seed=10 + i, name=f"s{i}")
-        stamps = pd.to_datetime(s.start + STEP * np.arange(len(s)), unit="s")
-        frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": s.values})
-        frame.to_csv(folder / f"s{i}.csv", index=False)
     spec = importlib.util.spec_from_file_location("bench_forecast", ROOT / "bench" / "forecast.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
@@ -218,29 +264,56 @@ def test_bench_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     threads = torch.get_num_threads()
     try:
         code = bench.main(
-            [
-                str(tmp_path),
-                "--folder",
-                "gen",
-                "--origin-every",
-                "60",
-                "--ets-window",
-                "100",
-                "--lstm",
-                json.dumps(TINY_LSTM),
-                "--workers",
-                "1",
-                "--out",
-                str(out),
-            ]
+            [*args, "--lstm", json.dumps(TINY_LSTM), "--workers", "1", "--out", str(out)]
         )
     finally:
         torch.set_num_threads(threads)
     assert code == 0
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def test_bench_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "data" / "gen"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        s = _seasonal(420, seed=10 + i, name=f"s{i}")
+        stamps = pd.to_datetime(s.start + STEP * np.arange(len(s)), unit="s")
+        frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": s.values})
+        frame.to_csv(folder / f"s{i}.csv", index=False)
+    report = _run_bench(
+        tmp_path,
+        monkeypatch,
+        [str(tmp_path), "--folder", "gen", "--origin-every", "60", "--ets-window", "100"],
+    )
     assert set(report["models"]) == {"lstm", "naive", "seasonal_naive", "ets"}
     for model in report["models"].values():
         for score in model["horizons"].values():
             assert 0.0 <= score["coverage_mean"] <= 1.0
             assert score["mase_mean"] > 0
     assert report["headline"]["horizon"] == 3 and report["headline"]["ratio"] > 0
+    assert list(report["families"]) == ["step300s"]
+    assert report["families"]["step300s"]["models"] == report["models"]
+
+
+FAMILY_ARGS = "--models lstm,naive,ets --max-origins 6 --origin-every 20 --ets-window 100"
+
+
+def test_bench_reports_per_step_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path / "data" / "fast", "a", _seasonal(420, seed=8, name="a"))
+    _write(tmp_path / "data" / "slow", "b", _hourly(200, seed=9, name="b"))
+    report = _run_bench(
+        tmp_path,
+        monkeypatch,
+        ["--data", str(tmp_path), *FAMILY_ARGS.split()],
+    )
+    assert report["folder"] is None and "models" not in report  # two families, no single one
+    assert list(report["families"]) == ["step300s", "step3600s"]
+    hourly = report["families"]["step3600s"]
+    assert hourly["headline"]["ratio"] is None  # 15 minutes is no hourly horizon
+    rows = {(r["family"], r["horizon"]): r for r in report["per_family"]}
+    assert rows[("step3600s", 1)]["minutes"] == 60.0 and rows[("step300s", 3)]["minutes"] == 15.0
+    assert (
+        rows[("step300s", 1)]["lstm_over_ets"] > 0 and rows[("step300s", 1)]["lstm_over_naive"] > 0
+    )
+    assert max(s["origins"] for s in hourly["series"]) <= 6

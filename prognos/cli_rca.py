@@ -7,6 +7,7 @@ since ``prognos.cli`` imports this module).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +57,7 @@ def _run_eval(kind: str, data: Path, json_out: Path | None) -> None:
 
     if not data.is_dir():
         raise ConfigError(f"{data} is not a folder")
+    run: Callable[..., Any]
     if kind == "nezha":
         if not (data / "rca_data").is_dir():
             raise ConfigError(f"{data} has no rca_data/ folder (expected the Nezha layout)")

@@ -1,31 +1,40 @@
-"""Root-cause ranking over spans and metrics: what moved between a baseline and an incident
-window, where in the call graph, and which service and operation most likely started it.
+"""Root-cause ranking over spans and metrics: what moved between a reference window and an
+incident window, where in the call graph, and which service and operation most likely started it.
 
-Evidence, all as robust z-scores against the baseline (median and MAD, with an IQR and a 1 %-of-
-level floor so that a flat baseline does not turn noise into certainty):
+Windows are set from the onset (`onset_windows`): the incident runs from the onset for at most
+`INCIDENT_S`; the reference is everything available before it up to a guard band of `GUARD_S`,
+so that neither a late label nor a file or scrape that runs past its nominal end puts the fault
+into the reference. An operation or edge is judged only with `MIN_REFERENCE` reference samples.
+
+Evidence, each a robust z-score against the reference (median and MAD, with an IQR and a 1 %-of-
+level floor so that a flat reference does not turn noise into certainty):
 
 - **self time** per (service, operation): a span's duration minus its children's. A slow leaf or
-  a CPU-starved pod shows here at the culprit, not at its callers, whose durations only carry
-  the children's time. Both directions count: a service that errors early *loses* self time.
-- **edge gap** per callee: the caller's client span minus the callee's server span, i.e. time
-  on the wire or in queues. A network delay at a pod shows on the edges into it, and it is the
-  callee that is blamed (the caller's own code did not change).
-- **errors**: the error share of a (service, operation), when spans carry a status.
-- **resource metrics** (optional): per-service CPU / memory style metrics, robust z of the
-  incident mean against the baseline; they weigh half as much as span evidence, and are the
-  only evidence when there are no spans.
+  a CPU-starved pod shows here at the culprit, not at its callers. Both directions count: a
+  service that fails early *loses* self time. A client operation (its spans wrap one remote
+  child) is skipped: its self time is the wire, judged as the callee's edge gap.
+- **edge gap** per callee: the caller's client span minus the callee's server span, i.e. time on
+  the wire or in queues; it is the callee that is blamed.
+- **errors**: the share of a (service, operation)'s spans failing *on their own* (not passing on
+  a child's error): the deepest erroring span is blamed.
+- **call pattern** per parent (service, operation): how often each child operation is called per
+  parent span. A callee that stops being called, or a new child (an error handler), blames the
+  parent's service: its code took another path.
+- **resource metrics** (optional): per-service CPU / memory metrics (all metrics when there are
+  no spans), robust z of the incident mean against the reference rows.
 - **model scores** (optional): calibrated anomaly scores from `models`, per service.
 
-A service's span score is the largest |z| of its operations' self time, its inbound edge gap and
-its error share; each evidence kind is scaled by its largest value over services, so one kind
-cannot drown the others, and the scores add. The call graph (caller -> callee from parent/child
-spans) gives each suspect's call path from the entry service.
+Fusion: per kind, a service's strength is its largest |z| (log-compressed); each kind is then
+re-standardised *across services* (median and MAD over services, floored), so what counts is how
+far a service stands out from the others on that kind, and the positive parts add up. The kinds
+that add most to a suspect's score are reported as the evidence that named it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -33,12 +42,36 @@ import pandas as pd
 
 from rca.findings import Evidence, RcaReport, Suspect
 
-#: metrics whose name contains one of these count as resource saturation evidence
-RESOURCE_HINTS = ("cpu", "mem", "memory")
-METRIC_WEIGHT = 0.5
-MIN_BASE = 5  #: baseline spans an operation needs to be judged
+#: metrics whose name contains one of these count as resource evidence next to spans
+RESOURCE_HINTS = ("cpu", "mem")
+#: the reference ends this long before the onset (chosen by leave-one-fault-type-out, docs/rca.md)
+GUARD_S = 0.0
+#: the incident window: at most this long from the onset
+INCIDENT_S = 180.0
+MIN_REFERENCE = 5  #: reference spans an operation, edge or parent operation needs to be judged
 MIN_INCIDENT = 3
-EXCLUDE_CLIENT_SELF = True
+#: floor of the across-services spread (log1p |z| units): below it, differences are noise
+SPREAD_FLOOR = 0.25
+SPAN_KINDS = ("self_time", "edge_gap", "errors", "call_pattern")
+KINDS = (*SPAN_KINDS, "metric", "model")
+
+Window = tuple[int, int]
+
+
+def onset_windows(
+    onset_ns: int,
+    *,
+    start_ns: int,
+    end_ns: int,
+    guard_s: float = GUARD_S,
+    incident_s: float = INCIDENT_S,
+) -> tuple[Window, Window]:
+    """(reference, incident) in epoch ns around an onset, within the data [start_ns, end_ns):
+    the reference is [start, onset - guard), the incident [onset, min(end, onset + incident_s))."""
+    guard_end = onset_ns - int(guard_s * 1e9)
+    reference = (start_ns, max(start_ns, guard_end))
+    incident = (onset_ns, max(onset_ns + 1, min(end_ns, onset_ns + int(incident_s * 1e9))))
+    return reference, incident
 
 
 def epoch_ns(index: pd.Index) -> np.ndarray:
@@ -61,10 +94,10 @@ def robust_z(value: float, baseline: np.ndarray) -> float:
 
 
 def annotate(spans: pd.DataFrame) -> pd.DataFrame:
-    """Add dur, self (duration minus its children's), parent_service, cross (the parent runs in
-    another service), gap (parent's duration minus this span's, for cross spans), client (the
-    span's only child runs in another service) and own_error (failed, but not because a child
-    did). Vectorised on row positions: 200,000 spans in well under a second."""
+    """Add dur, self (duration minus its children's), parent_service, parent_operation, cross
+    (the parent runs in another service), gap (parent's duration minus this span's, for cross
+    spans), client (the span's only child runs in another service) and own_error (failed, but
+    not because a child did). Vectorised on row positions: 200,000 spans in well under a second."""
     df = spans.reset_index(drop=True).copy()
     n = len(df)
     dur = (df["end_ns"].to_numpy(np.int64) - df["start_ns"].to_numpy(np.int64)).astype(np.float64)
@@ -74,6 +107,7 @@ def annotate(spans: pd.DataFrame) -> pd.DataFrame:
     parent = np.where(position >= 0, rows[np.maximum(position, 0)], -1)
     has_parent = parent >= 0
     service = df["service"].to_numpy(dtype=object)
+    operation = df["operation"].to_numpy(dtype=object)
     parent_service = np.where(has_parent, service[np.maximum(parent, 0)], None)
     cross = has_parent & (parent_service != service)
     below = parent[has_parent]
@@ -86,13 +120,17 @@ def annotate(spans: pd.DataFrame) -> pd.DataFrame:
     df["dur"] = dur
     df["self"] = np.clip(dur - child_time, 0.0, None)
     df["parent_service"] = parent_service
+    df["parent_operation"] = np.where(has_parent, operation[np.maximum(parent, 0)], None)
     df["cross"] = cross
+    client = (child_count == 1) & (remote_count == 1)
     df["gap"] = np.where(cross, parent_dur - dur, np.nan)
     # A client span: its only child runs in another service. Its self time is time on the
     # wire to that child, evidence about the edge (the callee's gap), not the caller's code.
-    df["client"] = (child_count == 1) & (remote_count == 1)
+    df["client"] = client
+    df["parent_client"] = has_parent & client[np.maximum(parent, 0)]
     # An error a span only passes on from a failed child is not its own: blame the deepest.
     df["own_error"] = error & (failed_children == 0)
+    df["failed_child"] = failed_children > 0
     return df
 
 
@@ -127,6 +165,10 @@ def call_path(edges: set[tuple[str, str]], entries: Sequence[str], target: str) 
     return [target]
 
 
+def _add(out: dict[str, list[Evidence]], service: object, item: Evidence) -> None:
+    out.setdefault(str(service), []).append(item)
+
+
 def span_evidence(
     base: pd.DataFrame,
     incident: pd.DataFrame,
@@ -134,40 +176,45 @@ def span_evidence(
     seconds: tuple[float, float] | None = None,
 ) -> dict[str, list[Evidence]]:
     """Per service, the evidence its spans give (all kinds; z may be small). `seconds`: the
-    lengths of the baseline and incident windows, for throughput (spans per second)."""
+    lengths of the reference and incident windows, for throughput (spans per second)."""
     b = base if "self" in base else annotate(base)
     i = incident if "self" in incident else annotate(incident)
     out: dict[str, list[Evidence]] = {}
     base_ops = {key: g for key, g in b.groupby(["service", "operation"])}
     for (service, operation), g in i.groupby(["service", "operation"]):
         bo = base_ops.get((service, operation))
-        if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
+        if bo is None or len(bo) < MIN_REFERENCE or len(g) < MIN_INCIDENT:
             continue
-        out.setdefault(service, [])
-        if EXCLUDE_CLIENT_SELF and (g["client"].sum() + bo["client"].sum()) * 2 >= len(g) + len(bo):
+        if bool(g["own_error"].any() or bo["own_error"].any()):
+            before_share, after_share = float(bo["own_error"].mean()), float(g["own_error"].mean())
+            p = max(before_share, 1.0 / (len(bo) + 1))
+            z_err = (after_share - before_share) / max(np.sqrt(p * (1 - p) / len(g)), 1e-9)
+            _add(
+                out,
+                service,
+                Evidence(
+                    "errors",
+                    str(operation),
+                    before_share,
+                    after_share,
+                    z_err,
+                    "share of spans failing on their own",
+                ),
+            )
+        if (g["client"].sum() + bo["client"].sum()) * 2 >= len(g) + len(bo):
             # A client operation (most of its spans wrap one remote child; some lose theirs to
             # sampling or a window edge): its self time is the edge gap, judged at the callee.
             continue
         after = float(np.median(g["self"]))
         z = robust_z(after, bo["self"].to_numpy())
-        out[service].append(
+        before = float(np.median(bo["self"]))
+        _add(
+            out,
+            service,
             Evidence(
-                "self_time",
-                str(operation),
-                float(np.median(bo["self"])) / 1e6,
-                after / 1e6,
-                z,
-                "median self time, ms",
-            )
+                "self_time", str(operation), before / 1e6, after / 1e6, z, "median self time, ms"
+            ),
         )
-        if bool(g["own_error"].any() or bo["own_error"].any()):
-            before_share, after_share = float(bo["own_error"].mean()), float(g["own_error"].mean())
-            n = len(g)
-            p = max(before_share, 1.0 / (len(bo) + 1))
-            z_err = (after_share - before_share) / max(np.sqrt(p * (1 - p) / n), 1e-9)
-            out[service].append(
-                Evidence("errors", str(operation), before_share, after_share, z_err, "error share")
-            )
     if seconds is not None and min(seconds) > 0:
         # Throughput is context, not scored: a drop in load starts at the entry service and
         # shows everywhere downstream, whoever is at fault.
@@ -176,25 +223,76 @@ def span_evidence(
             before = float(base_counts.get(service, 0)) / seconds[0]
             after = float(count) / seconds[1]
             z = (after - before) / max(np.sqrt(max(before, 1.0 / seconds[0]) / seconds[1]), 1e-9)
-            out.setdefault(str(service), []).append(
-                Evidence("throughput", "spans/s", before, after, z, "spans started per second")
+            _add(
+                out,
+                service,
+                Evidence("throughput", "spans/s", before, after, z, "spans started per second"),
             )
     base_edges = {key: g for key, g in b[b["cross"]].groupby("service")}
     for service, g in i[i["cross"]].groupby("service"):
         bo = base_edges.get(service)
-        if bo is None or len(bo) < MIN_BASE or len(g) < MIN_INCIDENT:
+        if bo is None or len(bo) < MIN_REFERENCE or len(g) < MIN_INCIDENT:
             continue
         after = float(np.median(g["gap"]))
         callers = ", ".join(sorted(set(g["parent_service"].astype(str))))
-        out.setdefault(str(service), []).append(
+        z = robust_z(after, bo["gap"].to_numpy())
+        before = float(np.median(bo["gap"]))
+        _add(
+            out,
+            service,
             Evidence(
                 "edge_gap",
                 f"{callers} -> {service}",
-                float(np.median(bo["gap"])) / 1e6,
+                before / 1e6,
                 after / 1e6,
-                robust_z(after, bo["gap"].to_numpy()),
+                z,
                 "caller's span minus callee's span, ms",
-            )
+            ),
+        )
+    for service, items in call_pattern_evidence(b, i).items():
+        out.setdefault(service, []).extend(items)
+    return out
+
+
+def _calls_per_parent(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(spans per (service, operation), child spans per (parent service, parent operation,
+    child service, child operation))."""
+    parents = df.groupby(["service", "operation"]).size()
+    # Which operation a callee runs for a client span is the callee's business, not a pattern.
+    children = df[df["parent_operation"].notna() & ~df["parent_client"]]
+    calls = children.groupby(["parent_service", "parent_operation", "service", "operation"]).size()
+    return parents, calls
+
+
+def call_pattern_evidence(base: pd.DataFrame, incident: pd.DataFrame) -> dict[str, list[Evidence]]:
+    """Per parent (service, operation): calls of each child operation per parent span, reference
+    against incident (Poisson z); a child that vanishes or appears counts most. Blamed on the
+    parent's service."""
+    out: dict[str, list[Evidence]] = {}
+    base_parents, base_calls = _calls_per_parent(base)
+    inc_parents, inc_calls = _calls_per_parent(incident)
+    # A parent whose callees now fail takes another path because of them: the change is the
+    # failing callee's evidence (the deepest erroring span), not this parent's.
+    failing = incident.groupby(["service", "operation"])["failed_child"].mean()
+    before = base.groupby(["service", "operation"])["failed_child"].mean()
+    passed_on = set(failing.index[failing > before.reindex(failing.index).fillna(0.0) + 0.05])
+    keys = base_calls.index.union(inc_calls.index)
+    for key in keys:
+        parent = (key[0], key[1])
+        if parent in passed_on:
+            continue
+        n_ref, n_inc = int(base_parents.get(parent, 0)), int(inc_parents.get(parent, 0))
+        if n_ref < MIN_REFERENCE or n_inc < MIN_INCIDENT:
+            continue
+        before = float(base_calls.get(key, 0)) / n_ref
+        after = float(inc_calls.get(key, 0)) / n_inc
+        rate = max(before, 1.0 / n_ref)
+        z = (after - before) / np.sqrt(rate / n_inc + rate / n_ref)
+        subject = f"{key[1]} -> {key[2]}: {key[3]}"
+        _add(
+            out,
+            key[0],
+            Evidence("call_pattern", subject, before, after, float(z), "calls per parent span"),
         )
     return out
 
@@ -203,7 +301,7 @@ def metric_evidence(
     base: pd.DataFrame, incident: pd.DataFrame, *, resource_only: bool = False
 ) -> dict[str, list[Evidence]]:
     """Per service from wide metric frames whose columns are "<service>|<metric>": robust z of
-    the incident mean against the baseline rows."""
+    the incident mean against the reference rows."""
     out: dict[str, list[Evidence]] = {}
     for column in incident.columns:
         service, _, metric = str(column).partition("|")
@@ -216,52 +314,93 @@ def metric_evidence(
         if np.isfinite(b).sum() < 3 or not np.isfinite(a).any():
             continue
         after = float(np.nanmean(a))
-        out.setdefault(service, []).append(
+        z = robust_z(after, b)
+        _add(
+            out,
+            service,
             Evidence(
                 "metric",
                 metric,
                 float(np.nanmedian(b)),
                 after,
-                robust_z(after, b),
-                "mean in the window vs baseline median",
-            )
+                z,
+                "mean in the window vs reference median",
+            ),
         )
     return out
 
 
-def _strength(evidence: Sequence[Evidence], kinds: Sequence[str]) -> float:
-    values = [abs(e.z) for e in evidence if e.kind in kinds]
-    return max(values) if values else 0.0
+def _strength(kind: str, z: float) -> float:
+    """How strongly one piece of evidence speaks for its service: errors and edge gaps only
+    count when they grow; self time, call pattern and metrics both ways."""
+    if kind in ("errors", "edge_gap"):
+        return max(z, 0.0)
+    return abs(z)
 
 
-def _scaled(scores: Mapping[str, float]) -> dict[str, float]:
-    top = max(scores.values(), default=0.0)
-    return {k: (v / top if top > 0 else 0.0) for k, v in scores.items()}
+def fuse(
+    evidence: Mapping[str, Sequence[Evidence]],
+    model_scores: Mapping[str, float] | None = None,
+    *,
+    population: Sequence[str] = (),
+    floor: float = SPREAD_FLOOR,
+) -> dict[str, dict[str, float]]:
+    """Per service, each kind's contribution: the service's strongest evidence of that kind
+    (log1p |z|) standardised across the services that kind was measured for (median, MAD
+    floored at `floor`), its positive part."""
+    services = sorted(set(evidence) | set(model_scores or {}))
+    raw: dict[str, dict[str, float]] = {kind: {} for kind in KINDS}
+    for service, items in evidence.items():
+        for e in items:
+            if e.kind in raw:
+                value = float(np.log1p(_strength(e.kind, e.z)))
+                raw[e.kind][service] = max(raw[e.kind].get(service, 0.0), value)
+    for service, score in (model_scores or {}).items():
+        raw["model"][service] = float(np.log1p(max(float(score), 0.0)))
+    out: dict[str, dict[str, float]] = {s: {} for s in services}
+    known = set(services) | set(population or ())
+    for kind, values in raw.items():
+        # Standardised among the services this kind was measured for: a service without such
+        # spans or metrics is unknown on it, not normal. But no error and no alarm are
+        # measurements (zero), and a kind measured for fewer than three services is judged
+        # against the other known services at zero (nothing else moved).
+        if kind in ("errors", "model") or len(values) < 3:
+            values = {s: values.get(s, 0.0) for s in known}
+        if not values:
+            continue
+        x = np.array(list(values.values()))
+        med = float(np.median(x))
+        spread = max(1.4826 * float(np.median(np.abs(x - med))), floor)
+        for s, v in values.items():
+            if v > med:
+                out[s][kind] = (v - med) / spread
+    return out
 
 
-def analyze(
+@dataclass
+class Gathered:
+    """Everything an incident's spans and metrics say, before fusion."""
+
+    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+    model_scores: dict[str, float] = field(default_factory=dict)
+    edges: set[tuple[str, str]] = field(default_factory=set)
+    entries: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)  #: every service seen in the windows
+    baseline: Window = (0, 1)
+    incident: Window = (0, 1)
+
+
+def gather(
     spans: pd.DataFrame | None,
     *,
-    baseline: tuple[int, int],
-    incident: tuple[int, int],
+    baseline: Window,
+    incident: Window,
     metrics: pd.DataFrame | None = None,
     metric_scores: Mapping[str, float] | None = None,
-    metric_windows: tuple[tuple[int, int], tuple[int, int]] | None = None,
-    symptom: str | None = None,
-    top_evidence: int = 4,
-) -> RcaReport:
-    """Rank services and operations for an incident.
-
-    spans: a span frame (ingest.spans.SPAN_COLUMNS) covering both windows; windows are [start,
-    end) in epoch ns. metrics: a wide frame indexed by UTC timestamps with columns
-    "<service>|<metric>" (e.g. "cart|cpu"). metric_scores: calibrated anomaly scores per service
-    from the forecasting models. Any of the three may be missing. metric_windows: (baseline,
-    incident) for the metrics when they differ from the spans' (coarser metric steps need a
-    longer baseline).
-    """
-    evidence: dict[str, list[Evidence]] = {}
-    edges: set[tuple[str, str]] = set()
-    entries: list[str] = []
+    metric_windows: tuple[Window, Window] | None = None,
+) -> Gathered:
+    """The evidence of `analyze`, per service, without ranking (see `analyze`)."""
+    out = Gathered(model_scores=dict(metric_scores or {}), baseline=baseline, incident=incident)
     if spans is not None and len(spans):
         annotated = annotate(spans)
         start = annotated["start_ns"]
@@ -269,46 +408,59 @@ def analyze(
         in_incident = (start >= incident[0]) & (start < incident[1])
         base_spans, incident_spans = annotated[in_base], annotated[in_incident]
         lengths = ((baseline[1] - baseline[0]) / 1e9, (incident[1] - incident[0]) / 1e9)
-        for service, items in span_evidence(base_spans, incident_spans, seconds=lengths).items():
-            evidence.setdefault(service, []).extend(items)
-        edges = call_edges(annotated)
-        entries = entry_services(incident_spans) or entry_services(spans)
-    span_kinds = ("self_time", "edge_gap", "errors")
-    span_score = _scaled({s: _strength(ev, span_kinds) for s, ev in evidence.items()})
-    metric_score: dict[str, float] = {}
+        out.evidence = span_evidence(base_spans, incident_spans, seconds=lengths)
+        out.services = sorted(set(base_spans["service"]) | set(incident_spans["service"]))
+        out.edges = call_edges(annotated)
+        out.entries = entry_services(incident_spans) or entry_services(spans)
     if metrics is not None and len(metrics):
         stamps = epoch_ns(metrics.index)
         m_base, m_incident = metric_windows or (baseline, incident)
         b = metrics[(stamps >= m_base[0]) & (stamps < m_base[1])]
         a = metrics[(stamps >= m_incident[0]) & (stamps < m_incident[1])]
-        only_resources = bool(span_score)
-        for service, items in metric_evidence(b, a, resource_only=only_resources).items():
-            evidence.setdefault(service, []).extend(items)
-        metric_score = _scaled({s: _strength(ev, ("metric",)) for s, ev in evidence.items()})
-    weight = METRIC_WEIGHT if span_score else 1.0
-    model_score = _scaled(dict(metric_scores or {}))
-    services = set(evidence) | set(model_score)
-    total = {
-        s: span_score.get(s, 0.0) + weight * metric_score.get(s, 0.0) + 0.5 * model_score.get(s, 0)
-        for s in services
-    }
-    ranked = sorted(services, key=lambda s: (-total[s], s))
+        has_spans = any(e.kind in SPAN_KINDS for items in out.evidence.values() for e in items)
+        for service, items in metric_evidence(b, a, resource_only=has_spans).items():
+            out.evidence.setdefault(service, []).extend(items)
+    return out
+
+
+def rank(
+    gathered: Gathered,
+    *,
+    floor: float = SPREAD_FLOOR,
+    symptom: str | None = None,
+    top_evidence: int = 4,
+) -> RcaReport:
+    """Fuse gathered evidence into ranked suspects and operations (see `analyze`)."""
+    evidence = gathered.evidence
+    parts = fuse(evidence, gathered.model_scores, population=gathered.services, floor=floor)
+    total = {s: sum(p.values()) for s, p in parts.items()}
+    ranked = sorted(total, key=lambda s: (-total[s], s))
     suspects = []
     for service in ranked:
+        named_by = [k for k, v in sorted(parts[service].items(), key=lambda kv: -kv[1]) if v > 0]
+        order = {k: i for i, k in enumerate(named_by)}
         items = sorted(
-            evidence.get(service, []), key=lambda e: (e.kind == "throughput", -abs(e.z))
-        )[:top_evidence]
-        op = next((e.subject for e in items if e.kind in ("self_time", "errors")), None)
-        suspects.append(
-            Suspect(
-                service, op, round(total[service], 4), items, call_path(edges, entries, service)
-            )
+            evidence.get(service, []),
+            key=lambda e: (order.get(e.kind, len(order)), -abs(e.z)),
         )
-    operations = []
-    for service in ranked:
-        for e in evidence.get(service, []):
-            if e.kind in ("self_time", "errors"):
-                operations.append(Suspect(service, e.subject, round(abs(e.z), 4), [e], []))
+        # The strongest item of each kind that named the service first, then the rest.
+        leads = [
+            next(e for e in items if e.kind == k)
+            for k in named_by
+            if k in order and any(e.kind == k for e in items)
+        ]
+        rest = [e for e in items if e.kind != "throughput" and e not in leads]
+        shown = [*leads, *rest][: max(top_evidence, len(leads))]
+        shown += [e for e in items if e.kind == "throughput"][:1]
+        op = next((e.subject for e in items if e.kind in ("self_time", "errors")), None)
+        path = call_path(gathered.edges, gathered.entries, service)
+        suspects.append(Suspect(service, op, round(total[service], 4), shown, path, named_by))
+    operations = [
+        Suspect(service, e.subject, round(abs(e.z), 4), [e], [])
+        for service in ranked
+        for e in evidence.get(service, [])
+        if e.kind in ("self_time", "errors")
+    ]
     operations.sort(key=lambda s: -s.score)
     # One entry per (service, operation): the strongest evidence wins.
     seen: set[tuple[str, str | None]] = set()
@@ -317,8 +469,10 @@ def analyze(
         if (s.service, s.operation) not in seen:
             seen.add((s.service, s.operation))
             unique_ops.append(s)
+    baseline, incident = gathered.baseline, gathered.incident
     start = datetime.fromtimestamp(incident[0] / 1e9, UTC)
     if symptom is None:
+        entries = gathered.entries
         entry = entries[0] if entries else (ranked[0] if ranked else "unknown")
         symptom = f"{entry}: latency or errors moved (entry service of the traces)"
     return RcaReport(
@@ -334,42 +488,32 @@ def analyze(
     )
 
 
-# ------------------------------------------------------------------------- baselines
+def analyze(
+    spans: pd.DataFrame | None,
+    *,
+    baseline: Window,
+    incident: Window,
+    metrics: pd.DataFrame | None = None,
+    metric_scores: Mapping[str, float] | None = None,
+    metric_windows: tuple[Window, Window] | None = None,
+    symptom: str | None = None,
+    top_evidence: int = 4,
+) -> RcaReport:
+    """Rank services and operations for an incident.
 
-
-def _rank_by_metric(
-    base: pd.DataFrame,
-    incident: pd.DataFrame,
-    score: Callable[[np.ndarray, np.ndarray], float],
-) -> list[str]:
-    """Services by the largest `score(baseline values, incident values)` of their metrics."""
-    scores: dict[str, float] = {}
-    for column in incident.columns:
-        if column not in base:
-            continue
-        service = str(column).partition("|")[0]
-        b = pd.to_numeric(base[column], errors="coerce").dropna().to_numpy(np.float64)
-        a = pd.to_numeric(incident[column], errors="coerce").dropna().to_numpy(np.float64)
-        if len(b) < 3 or len(a) == 0:
-            continue
-        scores[service] = max(scores.get(service, 0.0), score(b, a))
-    return sorted(scores, key=lambda s: (-scores[s], s))
-
-
-def n_sigma(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
-    """N-Sigma: per service, the largest |mean incident - mean baseline| / std baseline."""
-    return _rank_by_metric(
-        metrics_base,
-        metrics_incident,
-        lambda b, a: abs(float(a.mean()) - float(b.mean())) / max(float(b.std()), 1e-9),
+    spans: a span frame (ingest.spans.SPAN_COLUMNS) covering both windows; windows are [start,
+    end) in epoch ns (`onset_windows` makes them from an onset). metrics: a wide frame indexed by
+    UTC timestamps with columns "<service>|<metric>" (e.g. "cart|cpu"). metric_scores:
+    calibrated anomaly scores per service from the forecasting models. Any of the three may be
+    missing. metric_windows: (reference, incident) for the metrics when they differ from the
+    spans' (metrics usually reach further back).
+    """
+    gathered = gather(
+        spans,
+        baseline=baseline,
+        incident=incident,
+        metrics=metrics,
+        metric_scores=metric_scores,
+        metric_windows=metric_windows,
     )
-
-
-def baro(metrics_base: pd.DataFrame, metrics_incident: pd.DataFrame) -> list[str]:
-    """BARO-style: per service, the largest robust z (median / IQR) of any incident value."""
-
-    def robust(b: np.ndarray, a: np.ndarray) -> float:
-        q75, q25 = np.percentile(b, [75, 25])
-        return float(np.max(np.abs(a - np.median(b)))) / max(float(q75 - q25), 1e-9)
-
-    return _rank_by_metric(metrics_base, metrics_incident, robust)
+    return rank(gathered, symptom=symptom, top_evidence=top_evidence)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.spans import normalize_spans
+from rca.analysis import GUARD_S, epoch_ns, onset_windows
 
 NEZHA_SPAN_COLUMNS = {
     "TraceID": "trace_id",
@@ -156,39 +157,47 @@ class NezhaWindows:
     incident: tuple[int, int]
 
 
-def case_windows(case: NezhaCase) -> NezhaWindows:
-    """The case's spans (baseline file + the two incident files) and windows in epoch ns.
+def case_windows(case: NezhaCase, *, guard_s: float = GUARD_S) -> NezhaWindows:
+    """The case's spans (baseline file + the two incident files) and onset-relative windows in
+    epoch ns (`rca.analysis.onset_windows` from the labelled injection time).
 
-    Spans: the baseline window is the baseline file's own span; the incident window starts at
-    the earliest incident span."""
+    Minute files overlap and run past their minute, so the windows are cut by span start time,
+    never at a file boundary: the reference is every span that started before the onset minus
+    the guard band, the incident every span from the onset on. A fault-free minute recorded at
+    another time is moved to end just before that reference ends."""
     if not case.usable:
         raise ValueError(f"case {case.name} lacks {', '.join(case.missing())}")
     assert case.baseline_file is not None
-    base = read_nezha_spans(case.baseline_file)
-    incident = pd.concat(
-        [read_nezha_spans(p) for p in case.incident_files if p is not None], ignore_index=True
+    onset = int(case.inject_time.as_unit("ns").value)
+    guard_end = onset - int(guard_s * 1e9)
+    parts = [read_nezha_spans(p) for p in case.incident_files if p is not None]
+    quiet = read_nezha_spans(case.baseline_file)
+    if case.baseline_file.parent == case.metric_dir.parent / "trace":
+        parts.append(quiet)  # the injection minute: same time line
+    else:
+        first = min(int(p["start_ns"].min()) for p in parts if len(p))
+        shift = int(quiet["start_ns"].max()) - min(first, guard_end) + 1
+        parts.append(
+            quiet.assign(start_ns=quiet["start_ns"] - shift, end_ns=quiet["end_ns"] - shift)
+        )
+    spans = pd.concat(parts, ignore_index=True).drop_duplicates("span_id", ignore_index=True)
+    starts = spans["start_ns"]
+    reference, incident = onset_windows(
+        onset, start_ns=int(starts.min()), end_ns=int(starts.max()) + 1, guard_s=guard_s
     )
-    # The baseline minute may overlap the incident minutes (injection-minute file): keep the
-    # windows apart by start time.
-    incident_start = int(incident["start_ns"].min())
-    base = base[base["start_ns"] < incident_start] if len(base) else base
-    if len(base) == 0:  # a fault-free minute from another time
-        base = read_nezha_spans(case.baseline_file)
-    shift = 0
-    if int(base["start_ns"].max()) >= incident_start:
-        shift = int(base["start_ns"].max()) - incident_start + 1
-    base = base.assign(start_ns=base["start_ns"] - shift, end_ns=base["end_ns"] - shift)
-    spans = pd.concat([base, incident], ignore_index=True)
-    b = (int(base["start_ns"].min()), int(base["start_ns"].max()) + 1)
-    i = (incident_start, int(incident["start_ns"].max()) + 1)
-    return NezhaWindows(spans, b, i)
+    return NezhaWindows(spans, reference, incident)
 
 
-def metric_windows(case: NezhaCase, minutes: int = 30) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(baseline, incident) in epoch ns for a case's 1-minute metrics: the `minutes` before the
-    injection, and the 3 minutes from it."""
-    at = int(case.inject_time.as_unit("ns").value)
-    return (at - minutes * 60 * 10**9, at), (at, at + 3 * 60 * 10**9)
+def metric_windows(
+    case: NezhaCase, metrics: pd.DataFrame, *, guard_s: float = GUARD_S
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(reference, incident) in epoch ns for a case's 1-minute metrics: everything recorded
+    before the onset minus the guard band (whole days here), and the incident from the onset."""
+    onset = int(case.inject_time.as_unit("ns").value)
+    stamps = epoch_ns(metrics.index) if len(metrics) else np.array([onset])
+    return onset_windows(
+        onset, start_ns=int(stamps.min()), end_ns=int(stamps.max()) + 1, guard_s=guard_s
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One thing that moved: `kind` is self_time, edge_gap, errors, throughput or metric."""
+    """One thing that moved: `kind` is self_time, edge_gap, errors, call_pattern, throughput,
+    metric or model."""
 
     kind: str
     subject: str  #: the operation, edge ("caller -> callee") or metric that moved
@@ -34,6 +35,8 @@ class Suspect:
     evidence: list[Evidence] = field(default_factory=list)
     #: caller -> callee services from the symptom (the entry service) to the suspect
     path: list[str] = field(default_factory=list)
+    #: the evidence kinds that made this service stand out from the others, strongest first
+    named_by: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class RcaReport:
                 score=float(d["score"]),
                 evidence=[Evidence(**e) for e in d.get("evidence", [])],
                 path=list(d.get("path", [])),
+                named_by=list(d.get("named_by", [])),
             )
 
         start, end = (datetime.fromisoformat(t) for t in data["window"])
@@ -106,13 +110,13 @@ def render_markdown(report: RcaReport, *, top: int = 5) -> str:
         "",
         "## Suspects",
         "",
-        "| rank | service | operation | score | call path |",
-        "|---|---|---|---|---|",
+        "| rank | service | operation | score | named by | call path |",
+        "|---|---|---|---|---|---|",
     ]
     for rank, s in enumerate(report.suspects[:top], 1):
         lines.append(
             f"| {rank} | {s.service} | {s.operation or '-'} | {s.score:.2f} | "
-            f"{' → '.join(s.path) or s.service} |"
+            f"{', '.join(s.named_by) or '-'} | {' → '.join(s.path) or s.service} |"
         )
     for rank, s in enumerate(report.suspects[:top], 1):
         if not s.evidence:
@@ -155,13 +159,14 @@ def render_html(report: RcaReport, *, top: int = 5) -> str:
         f"<p><strong>Symptom:</strong> {e(report.symptom)}</p>",
         "<h2>Suspects</h2>",
         table(
-            ["rank", "service", "operation", "score", "call path"],
+            ["rank", "service", "operation", "score", "named by", "call path"],
             [
                 [
                     str(i),
                     s.service,
                     s.operation or "-",
                     f"{s.score:.2f}",
+                    ", ".join(s.named_by) or "-",
                     " → ".join(s.path) or s.service,
                 ]
                 for i, s in enumerate(report.suspects[:top], 1)

@@ -4,8 +4,11 @@ An alarm joins an open incident when its service is connected in the call graph 
 spans of the last `rca.baseline`) to one of the incident's services, or is one of them, and the
 incident's last alarm is at most `rca.join_within` old; otherwise it opens a new incident. An
 incident closes once none of its alarms has fired for `rca.clear_after`. Whenever an incident
-opens or gains a service, its report is recomputed from the spans of [onset - baseline, onset)
-against [onset, now], with the alarms' scores as model evidence per service. Everything happens
+opens or gains a service, its report is recomputed from a bounded read of the span store: the
+onset is the first alarm less `ALARM_LEAD`; the reference is [onset - `rca.baseline`, onset -
+guard band) and the incident at most `rca.analysis.INCIDENT_S` from the onset (the windows of
+`rca.analysis.onset_windows`, the same rules as `rca-eval`), with the alarms' scores as model
+evidence per service. Everything happens
 in the caller's transaction: an incident is written whole or not at all.
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -21,11 +24,14 @@ from sqlalchemy.orm import Session
 
 from core.settings import RcaSettings
 from ingest.span_store import read_spans
-from rca.analysis import analyze, annotate, call_edges
+from rca.analysis import analyze, annotate, call_edges, onset_windows
 from rca.findings import RcaReport, render_html, render_markdown
 from rca.tables import IncidentRow
 
 OPEN, CLOSED = "open", "closed"
+#: how long before its first alarm an incident is taken to have started (an alarm needs
+#: `models.alarm_hits` of `models.alarm_window` scores, minutes at the default step)
+ALARM_LEAD = timedelta(minutes=2)
 
 
 class AlarmLike(Protocol):
@@ -142,9 +148,15 @@ def _diagnose(
     settings: RcaSettings,
     scores: Mapping[str, float],
 ) -> None:
-    onset = row.opened_at
-    start = onset - settings.baseline
-    spans = read_spans(db_session, _ns(start), _ns(now) + 1)
+    # An alarm fires some scores after its series moved: date the onset back by that lead, so
+    # the reference (which also ends a guard band earlier) holds no spans of the fault.
+    onset = row.opened_at - ALARM_LEAD
+    reference, incident = onset_windows(
+        _ns(onset), start_ns=_ns(onset - settings.baseline), end_ns=_ns(now) + 1
+    )
+    # A bounded read: the reference and at most INCIDENT_S from the onset, however long the
+    # incident has been open.
+    spans = read_spans(db_session, reference[0], incident[1])
     if len(spans):
         # Only the part of the call graph the incident's services belong to.
         component = _components(call_edges(annotate(spans)))
@@ -154,8 +166,8 @@ def _diagnose(
     relevant = {s: v for s, v in scores.items() if s in row.services}
     report = analyze(
         spans if len(spans) else None,
-        baseline=(_ns(start), _ns(onset)),
-        incident=(_ns(onset), max(_ns(now), _ns(onset) + 1)),
+        baseline=reference,
+        incident=incident,
         metric_scores=relevant,
         symptom=row.symptom,
     )

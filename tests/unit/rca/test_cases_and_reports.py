@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from rca.analysis import analyze
-from rca.cases import nezha_cases, read_nezha_metrics, read_nezha_spans, service_of_pod
+from rca.cases import (
+    case_windows,
+    metric_windows,
+    nezha_cases,
+    read_nezha_metrics,
+    read_nezha_spans,
+    service_of_pod,
+)
 from rca.evaluation import accuracy, evaluate_nezha
 from rca.findings import RcaReport, render_html, render_markdown
 from sim.traces import Fault, System
@@ -97,6 +104,25 @@ def test_usable_cases_follow_the_rule_and_missing_files_are_named(tmp_path: Path
     metrics = read_nezha_metrics(cases[0].metric_dir)
     assert "svc03|CpuUsageRate(%)" in metrics.columns and metrics.index.tz is not None
     assert service_of_pod("cartservice-579f59597d-wc2lz") == "cartservice"
+
+
+def test_case_windows_are_cut_at_the_onset_with_a_guard_band_not_at_file_edges(
+    tmp_path: Path,
+) -> None:
+    case = nezha_cases(build(tmp_path))[0]
+    onset = int(case.inject_time.value)
+    for guard in (0.0, 20.0):
+        windows = case_windows(case, guard_s=guard)
+        assert windows.baseline[1] == onset - int(guard * 1e9)  # not the injection file's end
+        assert windows.incident[0] == onset
+        starts = windows.spans["start_ns"]
+        assert (
+            starts.min() == windows.baseline[0] and not windows.spans["span_id"].duplicated().any()
+        )
+    metrics = read_nezha_metrics(case.metric_dir)
+    reference, incident = metric_windows(case, metrics, guard_s=60.0)
+    assert reference == (int(metrics.index.min().value), onset - 60 * 10**9)  # the whole history
+    assert incident[0] == onset
 
 
 def test_the_evaluation_runs_the_usable_case_and_lists_the_other(tmp_path: Path) -> None:

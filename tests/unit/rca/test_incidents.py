@@ -6,10 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import RcaSettings
 from ingest.span_store import store_spans
+from rca import incidents
+from rca.analysis import INCIDENT_S
 from rca.incidents import group_alarms, list_incidents
 from sim.traces import Fault, System
 
@@ -92,3 +96,27 @@ def test_alarms_too_far_apart_open_separate_incidents(sessions: sessionmaker[Ses
         result = group_alarms(session, alarms, now=now, settings=SETTINGS)
         session.commit()
         assert len(result.opened) == 2
+
+
+def test_diagnosis_reads_a_bounded_window_however_long_the_incident_is_open(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_traffic(sessions, "svc06")
+    reads: list[tuple[int, int]] = []
+    real = incidents.read_spans
+
+    def spy(session: Session, start_ns: int, end_ns: int, *args: object) -> pd.DataFrame:
+        reads.append((start_ns, end_ns))
+        return real(session, start_ns, end_ns)
+
+    monkeypatch.setattr(incidents, "read_spans", spy)
+    now = ONSET + timedelta(hours=6)  # a long open incident, its alarm still joining
+    with sessions() as session:
+        group_alarms(session, [Alarm(2, "svc06", at(1), 5.0)], now=now, settings=SETTINGS)
+        session.commit()
+        (row,) = list_incidents(session, status="open")
+        assert row.top_suspect == "svc06"
+    diagnosis = reads[-1]
+    onset = int((ONSET + timedelta(minutes=1) - incidents.ALARM_LEAD).timestamp()) * 10**9
+    assert diagnosis[0] == onset - int(SETTINGS.baseline.total_seconds()) * 10**9
+    assert diagnosis[1] <= onset + int(INCIDENT_S * 10**9)

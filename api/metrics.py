@@ -92,7 +92,6 @@ class StateCollector(Collector):
             "Seconds from the newest forecast to the predicted crossing, while a warning is on",
             "gauge",
         )
-        threshold = self.context.settings.models.anomaly_threshold
         with self.context.sessions() as session:
             rows = session.execute(
                 sa.select(ForecastRow, SeriesRow).join(
@@ -117,7 +116,7 @@ class StateCollector(Collector):
                 .subquery()
             )
             scored = session.execute(
-                sa.select(AnomalyScoreRow.score, SeriesRow)
+                sa.select(AnomalyScoreRow.score, AnomalyScoreRow.alarm, SeriesRow)
                 .join(
                     newest,
                     (newest.c.series_id == AnomalyScoreRow.series_id)
@@ -126,11 +125,11 @@ class StateCollector(Collector):
                 .join(SeriesRow, SeriesRow.id == AnomalyScoreRow.series_id)
                 .where(AnomalyScoreRow.score.is_not(None))
             ).all()
-            for latest, s in scored:
+            for latest, alarm, s in scored:
                 if latest is None:
                     continue
                 score.add_sample("prognos_anomaly_score", _labels(s), latest)
-                flag.add_sample("prognos_anomaly", _labels(s), float(latest >= threshold))
+                flag.add_sample("prognos_anomaly", _labels(s), float(bool(alarm)))
             breach_rows = session.execute(
                 sa.select(BreachRow, SeriesRow).join(SeriesRow, SeriesRow.id == BreachRow.series_id)
             ).all()

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The whole serving cycle for N series on a real database: read the context windows, forecast,
-score, store forecasts + scores + predicted breaches, then export /metrics.
+score every new step with the detector (models.detector, its state read and written in the
+same transaction), store forecasts + scores + predicted breaches, then export /metrics.
 
 Setup (not timed): a fresh SQLite file (or `--db-url`, e.g. PostgreSQL) migrated to head, one
 target with a breach limit, N generated series (60 s step, daily cycle + noise) with
@@ -43,7 +44,6 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from api.context import ServiceContext  # noqa: E402
 from api.metrics import build_registry, render  # noqa: E402
 from core.clock import FixedClock, from_epoch  # noqa: E402
 from core.database import create_engine, migrate, safe_url, session_factory  # noqa: E402
@@ -51,9 +51,10 @@ from core.settings import BreachSettings, Settings, TargetSettings  # noqa: E402
 from ingest import service as ingest_service  # noqa: E402
 from ingest.domain import SeriesData, SeriesKey  # noqa: E402
 from ingest.tables import WatermarkRow  # noqa: E402
+from models.detector import DetectorConfig  # noqa: E402
 from models.forecasters.registry import build  # noqa: E402
-from models.scoring import ScoringConfig  # noqa: E402
-from models.service import CalibratorBank, ServingModels, forecast_cycle  # noqa: E402
+from models.service import ServingModels, forecast_cycle  # noqa: E402
+from prognos.context import ServiceContext  # noqa: E402
 
 STEP = 60
 START = 1_767_225_600  # 2026-01-01T00:00Z
@@ -136,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         "median_band": ServingModels(cold_start="median_band", cold_config={}),
     }
     servers["lstm"]._loaded[STEP] = (None, lstm)  # bench shortcut: as if it were the active model
-    banks = {name: CalibratorBank(ScoringConfig()) for name in servers}
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     session,
                     target=target,
                     models=models,
-                    calibrators=banks[name],
-                    anomaly_threshold=4.0,
+                    detector=DetectorConfig(),
                     now=from_epoch(end),
                 )
                 session.commit()

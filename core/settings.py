@@ -134,6 +134,9 @@ class TargetSettings(_Section):
     breach: BreachSettings | None = Field(
         default=None, description="warn before the series cross this limit"
     )
+    detector: dict[str, Any] = Field(
+        default_factory=dict, description="this target's detector settings over models.detector"
+    )
 
     @field_validator("name")
     @classmethod
@@ -194,17 +197,14 @@ class ModelSettings(_Section):
         lt=0.5,
         description="newest share of the history kept out of training to compare models",
     )
-    anomaly_threshold: float = Field(default=4.0, gt=0, description="calibrated score")
-    alarm_hits: int = Field(
-        default=2, ge=1, description="an alarm fires when this many of the newest scores ..."
+    detector: dict[str, Any] = Field(
+        default_factory=dict,
+        description="anomaly detector settings over its defaults (window, long_halflife, "
+        "long_weight, threshold, novelty_rows; see docs/forecasting.md)",
     )
-    alarm_window: int = Field(default=3, ge=1, description="... reach the anomaly threshold")
-
-    @model_validator(mode="after")
-    def _alarm_rule(self) -> ModelSettings:
-        if self.alarm_hits > self.alarm_window:
-            raise ValueError("alarm_hits cannot exceed alarm_window")
-        return self
+    alarm_recent: int = Field(
+        default=5, ge=1, description="an alarm counts as firing for this many steps after it"
+    )
 
 
 class DatabaseSettings(_Section):

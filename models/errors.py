@@ -27,3 +27,10 @@ class ModelArtifactError(ModelError):
 
     code = "model_artifact_invalid"
     kind = ErrorKind.INVALID
+
+
+class AnomalyNotFoundError(ModelError):
+    """Feedback for a step the detector never scored."""
+
+    code = "anomaly_not_found"
+    kind = ErrorKind.NOT_FOUND

@@ -7,6 +7,7 @@ data, register it, and promote it only if it is better.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -26,12 +27,18 @@ from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
 from models.artifacts import ArtifactMetadata, load_model, save_model
 from models.breach import BreachConfig, next_streak, predict_breach
+from models.detector import Detector, DetectorConfig, DetectorState, config_digest
 from models.domain import ContextBatch, History, QuantileForecast
-from models.errors import ModelArtifactError, ModelError
+from models.errors import AnomalyNotFoundError, ModelArtifactError, ModelError, ModelInputError
 from models.forecasters.base import EpochCallback, Forecaster
 from models.forecasters.registry import build
-from models.scoring import Calibrator, ScoringConfig, residual_z
-from models.tables import AnomalyScoreRow, BreachRow, ForecastRow
+from models.tables import (
+    AnomalyFeedbackRow,
+    AnomalyScoreRow,
+    BreachRow,
+    DetectorStateRow,
+    ForecastRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,42 +82,6 @@ class ServingModels:
         return forecaster
 
 
-class CalibratorBank:
-    """Per-series calibration state, rebuilt from stored scores the first time a series shows up
-    in this process (so a restart continues where the last process stopped)."""
-
-    def __init__(self, config: ScoringConfig) -> None:
-        self.config = config
-        self._state: dict[int, tuple[Calibrator, float | None]] = {}
-
-    def load(self, db_session: Session, series_ids: Sequence[int]) -> None:
-        missing = [s for s in series_ids if s not in self._state]
-        for series_id in missing:
-            rows = (
-                db_session.execute(
-                    sa.select(AnomalyScoreRow.magnitude)
-                    .where(AnomalyScoreRow.series_id == series_id)
-                    .order_by(AnomalyScoreRow.ts.desc())
-                    .limit(self.config.calibration_size)
-                )
-                .scalars()
-                .all()
-            )
-            calibrator = Calibrator(self.config)
-            for magnitude in reversed(rows):
-                calibrator.observe(float(magnitude))
-            self._state[series_id] = (calibrator, float(rows[0]) if rows else None)
-
-    def score(self, series_id: int, z: float) -> tuple[float, float | None]:
-        """(smoothed magnitude, calibrated score or None while too little history)."""
-        calibrator, last = self._state[series_id]
-        alpha = self.config.ewma_alpha
-        magnitude = abs(z) if last is None else alpha * abs(z) + (1 - alpha) * last
-        score = calibrator.observe(magnitude)
-        self._state[series_id] = (calibrator, magnitude)
-        return magnitude, (None if np.isnan(score) else float(score))
-
-
 @dataclass(frozen=True, slots=True)
 class CycleSummary:
     target: str
@@ -130,13 +101,16 @@ def forecast_cycle(
     *,
     target: TargetSettings,
     models: ServingModels,
-    calibrators: CalibratorBank,
-    anomaly_threshold: float,
+    detector: DetectorConfig,
     now: datetime,
+    max_catchup: int = 1440,
 ) -> CycleSummary:
-    """Score the newest stored step of every series of `target`, then forecast from it.
+    """Score every stored step of every series of `target` not scored yet (a missed cycle is
+    caught up, at most `max_catchup` steps back), then forecast from the newest step.
 
-    Idempotent per step: a second call for the same newest step does nothing.
+    Scores, alarms and each series' detector state are written in the caller's transaction, so
+    a rolled-back cycle leaves no trace and the retry scores the same steps again. Idempotent
+    per step: a second call for the same newest step does nothing.
     """
     started = time.perf_counter()
     step = target.step_seconds
@@ -149,54 +123,28 @@ def forecast_cycle(
     ids, windows = _windows(db_session, target=target.name, end=end, step=step, length=length)
     if not ids:
         return CycleSummary(target.name, "noop", end)
+
+    # 1. Score what is new since each series' last scored step.
+    scored, anomalies = score_new_points(
+        db_session,
+        series_ids=ids,
+        end=end,
+        step=step,
+        detector=detector,
+        max_catchup=max_catchup,
+        now=now,
+    )
     previous = {
         row.series_id: row
         for row in db_session.scalars(sa.select(ForecastRow).where(ForecastRow.series_id.in_(ids)))
     }
-    if previous and all(p.made_at >= end for p in previous.values()) and len(previous) == len(ids):
+    if (
+        not scored
+        and previous
+        and all(p.made_at >= end for p in previous.values())
+        and len(previous) == len(ids)
+    ):
         return CycleSummary(target.name, "noop", end)
-
-    # 1. Score each newest observation against the forecast made for it: pick the quantiles per
-    # series, then compute every residual in one vectorised call.
-    calibrators.load(db_session, ids)
-    picked: list[tuple[int, str, float, list[float]]] = []  # (series, model, observed, p10/50/90)
-    for row_index, series_id in enumerate(ids):
-        observed = windows[row_index, -1]
-        made = previous.get(series_id)
-        if made is None or not np.isfinite(observed) or made.made_at >= end:
-            continue
-        horizon = (end - made.made_at) // step
-        if (end - made.made_at) % step or not 1 <= horizon <= len(made.values):
-            continue
-        q = dict(zip(made.quantiles, made.values[horizon - 1], strict=True))
-        band = [q.get(k, np.nan) for k in (0.1, 0.5, 0.9)]
-        if np.isfinite(band).all():
-            picked.append((series_id, made.model, float(observed), band))
-    scores = []
-    anomalies = 0
-    if picked:
-        bands = np.array([b for *_, b in picked])
-        zs = residual_z(
-            np.array([o for _, _, o, _ in picked]), bands[:, 0], bands[:, 1], bands[:, 2]
-        )
-        for (series_id, model, _, _), z in zip(picked, zs.tolist(), strict=True):
-            magnitude, score = calibrators.score(series_id, z)
-            anomalies += int(score is not None and score >= anomaly_threshold)
-            scores.append(
-                {
-                    "series_id": series_id,
-                    "ts": end,
-                    "z": z,
-                    "magnitude": magnitude,
-                    "score": score,
-                    "model": model,
-                }
-            )
-    if scores:
-        insert = dialect_insert(db_session, AnomalyScoreRow.__table__)
-        db_session.execute(
-            insert.on_conflict_do_nothing(index_elements=["series_id", "ts"]), scores
-        )
 
     # 2. Forecast from the newest step: the model where history suffices, else the cold band.
     forecast, cold = predict_windows(models, forecaster, windows, end, step)
@@ -226,7 +174,7 @@ def forecast_cycle(
         "ok",
         end,
         len(ids),
-        len(scores),
+        scored,
         anomalies,
         int(cold.sum()),
         model_name,
@@ -235,40 +183,144 @@ def forecast_cycle(
     )
 
 
+def score_new_points(
+    db_session: Session,
+    *,
+    series_ids: Sequence[int],
+    end: int,
+    step: int,
+    detector: DetectorConfig,
+    max_catchup: int,
+    now: datetime,
+) -> tuple[int, int]:
+    """Run the detector over every stored point of the series newer than its state, up to `end`,
+    and store the scores, the alarms (with their evidence) and the new states. A state saved
+    under another detector configuration is started afresh. Returns (scored, alarms)."""
+    digest = config_digest(detector)
+    model = f"detector-{digest}"
+    states: dict[int, DetectorState] = {}
+    written: dict[int, int] = {}  #: a fresh state warms up on steps already scored, unwritten
+    for row in db_session.scalars(
+        sa.select(DetectorStateRow).where(DetectorStateRow.series_id.in_(list(series_ids)))
+    ):
+        try:
+            state = DetectorState.from_json(row.state)
+        except ModelInputError as exc:
+            log.error("series %d: %s; starting a fresh state", row.series_id, exc.message)
+            continue
+        if row.config == digest:
+            states[row.series_id] = state
+        elif state.last_ts is not None:
+            log.info("detector settings changed: series %d starts a fresh state", row.series_id)
+            written[row.series_id] = state.last_ts
+    floor = end - max_catchup * step
+    warmup = end - detector.window * step  # a new series is scored over one window
+    lower = min(
+        (max(states[s].last_ts or floor, floor) for s in series_ids if s in states),
+        default=warmup,
+    )
+    if len(states) < len(series_ids):
+        lower = min(lower, warmup)
+    rows = fetch_tuples(
+        db_session,
+        sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value)
+        .where(
+            SampleRow.series_id.in_(list(series_ids)),
+            SampleRow.ts > lower,
+            SampleRow.ts <= end,
+        )
+        .order_by(SampleRow.series_id, SampleRow.ts),
+    )
+    if not rows:
+        return 0, 0
+    series_col, ts_col, value_col = (np.asarray(c) for c in zip(*rows, strict=True))
+    bounds = np.flatnonzero(np.r_[True, series_col[1:] != series_col[:-1], True])
+    runner = Detector(detector)
+    score_rows: list[dict[str, Any]] = []
+    state_rows: list[dict[str, Any]] = []
+    alarms = 0
+    for a, b in itertools.pairwise(bounds):
+        series_id = int(series_col[a])
+        current = states.get(series_id)
+        ts = ts_col[a:b].astype(np.int64)
+        keep = ts > (floor if current is not None else warmup)
+        out = runner.update(current, ts[keep], value_col[a:b].astype(np.float64)[keep])
+        if not len(out):
+            continue
+        novel = out.novel()
+        signed = np.where(out.values >= out.mean, out.score, -out.score)
+        for i in range(len(out)):
+            if out.ts[i] <= written.get(series_id, -1):
+                continue
+            alarm = bool(out.alarm[i])
+            alarms += alarm
+            score_rows.append(
+                {
+                    "series_id": series_id,
+                    "ts": int(out.ts[i]),
+                    "z": float(signed[i]),
+                    "magnitude": float(novel[i]),
+                    "score": float(out.score[i]),
+                    "model": model,
+                    "alarm": alarm,
+                    "evidence": out.evidence(i) if alarm else None,
+                }
+            )
+        state_rows.append(
+            {
+                "series_id": series_id,
+                "state": out.state.to_json(),
+                "config": digest,
+                "updated_at": now,
+            }
+        )
+    if score_rows:
+        insert = dialect_insert(db_session, AnomalyScoreRow.__table__)
+        db_session.execute(
+            insert.on_conflict_do_nothing(index_elements=["series_id", "ts"]), score_rows
+        )
+    if state_rows:
+        insert = dialect_insert(db_session, DetectorStateRow.__table__)
+        db_session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["series_id"],
+                set_={c: insert.excluded[c] for c in ("state", "config", "updated_at")},
+            ),
+            state_rows,
+        )
+    return len(score_rows), alarms
+
+
 @dataclass(frozen=True, slots=True)
 class Alarm:
-    """A series whose newest scores reach the threshold often enough (k of the last n)."""
+    """A series whose detector raised an alarm recently."""
 
     series_id: int
     target: str
     service: str | None
     labels: dict[str, str]
-    ts: int  #: epoch seconds of the newest score
-    score: float  #: the newest calibrated score
-    since: int  #: epoch seconds of the first hit among the last n scores
+    ts: int  #: epoch seconds of the newest alarm
+    score: float  #: that alarm's score
+    since: int  #: epoch seconds of the first alarm in the period looked at
+    evidence: dict[str, Any] | None = None
 
 
-def firing_alarms(
-    db_session: Session, *, threshold: float, hits: int, window: int, since: int
-) -> list[Alarm]:
-    """Alarms firing now: per series, the newest `window` scores made after `since` hold at
-    least `hits` at or above `threshold`, the newest among them. Thresholds and aggregation
-    sit here, after scoring, never inside a model."""
+def firing_alarms(db_session: Session, *, since: int) -> list[Alarm]:
+    """Alarms firing now: series whose detector raised an alarm after `since`. The alarm rule
+    itself lives in the detector (models.detector); this only reads what it decided."""
     rows = db_session.execute(
-        sa.select(AnomalyScoreRow.series_id, AnomalyScoreRow.ts, AnomalyScoreRow.score)
-        .where(AnomalyScoreRow.ts > since)
-        .order_by(AnomalyScoreRow.series_id, AnomalyScoreRow.ts.desc())
+        sa.select(
+            AnomalyScoreRow.series_id,
+            AnomalyScoreRow.ts,
+            AnomalyScoreRow.score,
+            AnomalyScoreRow.evidence,
+        )
+        .where(AnomalyScoreRow.ts > since, AnomalyScoreRow.alarm.is_(True))
+        .order_by(AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
     ).all()
-    newest: dict[int, list[tuple[int, float]]] = {}
-    for series_id, ts, score in rows:
-        kept = newest.setdefault(series_id, [])
-        if len(kept) < window:
-            kept.append((ts, np.nan if score is None else score))
-    firing = {
-        series_id: kept
-        for series_id, kept in newest.items()
-        if kept[0][1] >= threshold and sum(s >= threshold for _, s in kept) >= hits
-    }
+    firing: dict[int, list[tuple[int, float, dict[str, Any] | None]]] = {}
+    for series_id, ts, score, evidence in rows:
+        firing.setdefault(series_id, []).append((ts, float(score or 0.0), evidence))
     if not firing:
         return []
     series = {
@@ -281,11 +333,12 @@ def firing_alarms(
             target=series[series_id].target,
             service=series[series_id].service,
             labels=dict(series[series_id].labels),
-            ts=kept[0][0],
-            score=float(kept[0][1]),
-            since=min(ts for ts, s in kept if s >= threshold),
+            ts=hits[-1][0],
+            score=hits[-1][1],
+            since=hits[0][0],
+            evidence=hits[-1][2],
         )
-        for series_id, kept in sorted(firing.items())
+        for series_id, hits in sorted(firing.items())
         if series_id in series
     ]
 
@@ -589,3 +642,36 @@ def fresh_warnings(db_session: Session) -> list[tuple[int, str | None]]:
         .order_by(BreachRow.series_id)
     ).all()
     return [(series_id, service) for series_id, service in rows]
+
+
+# ----------------------------------------------------------------------------- feedback
+
+FEEDBACK_VERDICTS = ("false_alarm", "true_alarm", "missed")
+
+
+def record_feedback(
+    db_session: Session,
+    *,
+    series_id: int,
+    ts: int,
+    verdict: str,
+    note: str,
+    author: str,
+    now: datetime,
+) -> AnomalyFeedbackRow:
+    """Keep an operator's verdict on a scored step (an alarm judged false or true, or a step
+    the detector missed) for later tuning. The step must have been scored."""
+    if verdict not in FEEDBACK_VERDICTS:
+        raise ModelInputError(f"verdict must be one of {', '.join(FEEDBACK_VERDICTS)}")
+    scored = db_session.get(AnomalyScoreRow, (series_id, ts))
+    if scored is None:
+        raise AnomalyNotFoundError(
+            f"series {series_id} has no score at {from_epoch(ts).isoformat()}",
+            detail={"series_id": series_id, "ts": ts},
+        )
+    row = AnomalyFeedbackRow(
+        series_id=series_id, ts=ts, verdict=verdict, note=note, author=author, created_at=now
+    )
+    db_session.add(row)
+    db_session.flush()
+    return row

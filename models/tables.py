@@ -51,8 +51,9 @@ class ForecastRow(Base):
 
 
 class AnomalyScoreRow(Base):
-    """The score of one observation: residual z against the forecast made before it, its
-    smoothed magnitude and the calibrated score (0 normal, ~3 rare)."""
+    """The detector's verdict on one observation (models.detector): the signed z, the score
+    (|z|: 0 normal, ~3 rare), the new-high score the alarm rule looks at (`magnitude`, 0 when
+    the step is no new high), whether it alarmed and, for alarms, the evidence."""
 
     __tablename__ = "anomaly_scores"
 
@@ -64,6 +65,38 @@ class AnomalyScoreRow(Base):
     magnitude: Mapped[float] = mapped_column(sa.Float(precision=53))
     score: Mapped[float | None] = mapped_column(sa.Float(precision=53))
     model: Mapped[str] = mapped_column(sa.String(96))
+    alarm: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+
+class DetectorStateRow(Base):
+    """Each series' detector state (models.detector.DetectorState as JSON), written in the same
+    transaction as the scores it led to, so a restart or a rolled-back cycle resumes exactly."""
+
+    __tablename__ = "detector_states"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(sa.Text)
+    config: Mapped[str] = mapped_column(sa.String(64))  #: digest of the detector's config
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AnomalyFeedbackRow(Base):
+    """An operator's verdict on an alarm (false alarm or confirmed), kept for later tuning."""
+
+    __tablename__ = "anomaly_feedback"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[int] = mapped_column(sa.BigInteger)
+    verdict: Mapped[str] = mapped_column(sa.String(16))
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    author: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class BreachRow(Base):

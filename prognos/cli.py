@@ -295,20 +295,17 @@ def backtest_nab(
     data: Annotated[Path, typer.Option(help="a NAB-layout folder holding data/ and labels/")],
     out: Annotated[Path, typer.Option(help="results go to OUT/<detector>/<folder>/...")],
     detector: Annotated[str, typer.Option(help="detector name (no underscore)")] = "prognos",
-    forecaster: Annotated[str, typer.Option(help="forecaster behind the detector")] = "median_band",
     folder: Annotated[
         list[str] | None, typer.Option(help="only this data folder (repeatable)")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
 ) -> None:
-    """Run the anomaly detector over every CSV under DATA/data, each file a fresh deployment."""
+    """Run the service's anomaly detector (its configured defaults, `models.detector`) over every
+    CSV under DATA/data, each file a fresh deployment."""
     import time
 
-    from models.evaluation.backtest import (
-        DETECTOR_FORECASTERS,
-        NabDetectorConfig,
-        run_nab_backtest,
-    )
+    from models.detector import detector_config
+    from models.evaluation.backtest import run_nab_backtest
 
     configure_logging(state.log_level or "WARNING")
     if not (data / "data").is_dir():
@@ -328,10 +325,7 @@ def backtest_nab(
         results = run_nab_backtest(
             data,
             out,
-            config=NabDetectorConfig(
-                forecaster=forecaster,
-                forecaster_config=DETECTOR_FORECASTERS.get(forecaster, {}),
-            ),
+            config=detector_config(_settings().models.detector),
             detector=detector,
             folders=folder,
             workers=workers,

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from core.clock import Clock, SystemClock
 from core.database import create_engine, migrate, session_factory
+from core.errors import ConfigError
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
 from ingest.prometheus import PrometheusSource
 from ingest.replay import ReplaySource
-from models.scoring import ScoringConfig
-from models.service import CalibratorBank, ServingModels
+from models.errors import ModelInputError
+from models.service import ServingModels
 from prognos.context import ServiceContext
 from prognos.sample import ensure_sample_data
 from remediation import audit
@@ -63,8 +64,12 @@ def build_context(
         targets=targets,
         clock=clock or SystemClock(),
         models=ServingModels(cold_start=settings.models.cold_start, cold_config=shape),
-        calibrators=CalibratorBank(ScoringConfig()),
     )
+    for target in targets:  # refuse bad detector settings at start, naming the target
+        try:
+            context.detector_for(target)
+        except ModelInputError as exc:
+            raise ConfigError(f"targets.{target.name}: {exc.message}") from exc
     try:
         context.playbooks = load_playbooks(settings.remediation.playbooks_dir, actions=ACTIONS)
     except PlaybookError as exc:

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import Clock
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
-from models.scoring import ScoringConfig
-from models.service import CalibratorBank, ServingModels
+from models.detector import DetectorConfig, detector_config
+from models.service import ServingModels
 from remediation.playbooks import Playbook, load_playbooks
 
 
@@ -29,7 +29,6 @@ class ServiceContext:
     models: ServingModels = field(
         default_factory=lambda: ServingModels(cold_start="median_band", cold_config={})
     )
-    calibrators: CalibratorBank = field(default_factory=lambda: CalibratorBank(ScoringConfig()))
     # Started with the app and stopped with it (e.g. the scheduler in `prognos run`).
     on_start: list[Callable[[], None]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
@@ -37,6 +36,10 @@ class ServiceContext:
     # first use) and the hook an approval calls after commit to start the executor at once.
     playbooks: dict[str, Playbook] | None = None
     wake_executor: Callable[[], None] = field(default=lambda: None)
+
+    def detector_for(self, target: TargetSettings) -> DetectorConfig:
+        """The target's detector: models.detector overridden by the target's own settings."""
+        return detector_config(self.settings.models.detector, target.detector)
 
     def loaded_playbooks(self) -> dict[str, Playbook]:
         """The playbooks, read once from settings.remediation.playbooks_dir if not given."""

@@ -69,7 +69,7 @@ def ingest_cycle(context: ServiceContext) -> list[IngestSummary]:
 
 
 def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
-    """Score every series' newest step against its earlier forecast, then forecast again."""
+    """Score every series' steps not scored yet with the target's detector, then forecast."""
     summaries = []
     for target in context.targets:
         with session_scope(context.sessions) as session:
@@ -78,9 +78,13 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
                     session,
                     target=target,
                     models=context.models,
-                    calibrators=context.calibrators,
-                    anomaly_threshold=context.settings.models.anomaly_threshold,
+                    detector=context.detector_for(target),
                     now=context.clock.now(),
+                    max_catchup=max(
+                        1,
+                        int(context.settings.ingest.max_catchup.total_seconds())
+                        // target.step_seconds,
+                    ),
                 )
                 session.commit()
             except Exception:

@@ -22,13 +22,7 @@ def incidents_from_alarms(
     longest_step: int,
     now: datetime,
 ) -> GroupingResult:
-    """Group the alarms firing now (by the alarm rule in `models`, over scores recent enough to
-    fill its window at the longest step) into incidents, diagnosing new ones from the spans."""
-    firing = firing_alarms(
-        db_session,
-        threshold=models.anomaly_threshold,
-        hits=models.alarm_hits,
-        window=models.alarm_window,
-        since=to_epoch(now) - (models.alarm_window + 1) * longest_step,
-    )
+    """Group the alarms firing now (raised by the detector within the last `alarm_recent`
+    steps at the longest step) into incidents, diagnosing new ones from the spans."""
+    firing = firing_alarms(db_session, since=to_epoch(now) - models.alarm_recent * longest_step)
     return group_alarms(db_session, firing, now=now, settings=rca)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import Admin, ContextDep, Operator, SessionDep, Viewer
 from core.clock import from_epoch, to_epoch
 from ingest.tables import SeriesRow
 from models import registry
 from models.breach import BreachConfig, predict_breach
-from models.service import forecast_values
+from models.detector import Detector, detector_config
+from models.service import forecast_values, record_feedback
 from models.tables import AnomalyScoreRow, BreachRow, ForecastRow, ModelRow
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -42,6 +44,7 @@ class ForecastPage(BaseModel):
 
 
 class AnomalyRead(BaseModel):
+    id: str = Field(description="`<series_id>-<epoch seconds>`: where feedback is posted")
     series_id: int
     target: str
     service: str | None
@@ -50,6 +53,8 @@ class AnomalyRead(BaseModel):
     score: float | None
     z: float
     model: str
+    alarm: bool
+    evidence: dict[str, Any] | None = None
 
 
 class ModelRead(BaseModel):
@@ -126,7 +131,7 @@ def list_forecasts(
 @router.get(
     "/anomalies",
     response_model=list[AnomalyRead],
-    summary="Scored observations, newest first; by default those at or above the threshold",
+    summary="Scored observations, newest first; by default the detector's alarms only",
 )
 def list_anomalies(
     _: Viewer,
@@ -138,11 +143,10 @@ def list_anomalies(
     since: datetime | None = None,
     until: datetime | None = None,
     min_score: Annotated[
-        float | None, Query(description="default: models.anomaly_threshold")
+        float | None, Query(description="every score at or above this (default: alarms only)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> list[AnomalyRead]:
-    threshold = context.settings.models.anomaly_threshold if min_score is None else min_score
     start = since or (context.clock.now() - timedelta(days=1))
     query = (
         sa.select(AnomalyScoreRow, SeriesRow)
@@ -150,13 +154,16 @@ def list_anomalies(
         .where(AnomalyScoreRow.ts >= int(start.timestamp()))
         .order_by(AnomalyScoreRow.ts.desc(), AnomalyScoreRow.series_id)
     )
-    if threshold > 0:
-        query = query.where(AnomalyScoreRow.score >= threshold)
+    if min_score is None:
+        query = query.where(AnomalyScoreRow.alarm.is_(True))
+    elif min_score > 0:
+        query = query.where(AnomalyScoreRow.score >= min_score)
     if until is not None:
         query = query.where(AnomalyScoreRow.ts <= int(until.timestamp()))
     query = _series_filter(query, target, service, series_id)
     return [
         AnomalyRead(
+            id=f"{a.series_id}-{a.ts}",
             series_id=a.series_id,
             target=s.target,
             service=s.service,
@@ -165,9 +172,57 @@ def list_anomalies(
             score=a.score,
             z=a.z,
             model=a.model,
+            alarm=a.alarm,
+            evidence=a.evidence,
         )
         for a, s in session.execute(query.limit(limit)).all()
     ]
+
+
+class AnomalyFeedbackCreate(BaseModel):
+    verdict: Literal["false_alarm", "true_alarm", "missed"] = Field(
+        description="false_alarm / true_alarm for an alarm; missed for a step that should have"
+    )
+    note: str = Field(default="", max_length=2000)
+
+
+class AnomalyFeedbackRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    series_id: int
+    ts: int
+    verdict: str
+    note: str
+    author: str
+    created_at: datetime
+
+
+@router.post(
+    "/anomalies/{anomaly_id}/feedback",
+    response_model=AnomalyFeedbackRead,
+    status_code=201,
+    summary="Mark a scored step: a false or true alarm, or an anomaly the detector missed",
+)
+def anomaly_feedback(
+    anomaly_id: Annotated[str, Path(pattern=r"^\d{1,18}-\d{1,18}$", max_length=40)],
+    body: AnomalyFeedbackCreate,
+    principal: Operator,
+    session: SessionDep,
+    context: ContextDep,
+) -> AnomalyFeedbackRead:
+    series_id, ts = (int(part) for part in anomaly_id.split("-"))
+    row = record_feedback(
+        session,
+        series_id=series_id,
+        ts=ts,
+        verdict=body.verdict,
+        note=body.note,
+        author=principal.name,
+        now=context.clock.now(),
+    )
+    session.commit()
+    return AnomalyFeedbackRead.model_validate(row)
 
 
 def _model(row: ModelRow) -> ModelRead:
@@ -333,12 +388,21 @@ class AdhocBreach(BaseModel):
     eta: datetime | None
 
 
+class AdhocAlarm(BaseModel):
+    at: datetime
+    score: float
+    evidence: dict[str, Any]
+
+
 class AdhocForecastResponse(BaseModel):
     model: str
     made_at: datetime
     step_seconds: int
     points: list[QuantilePoint]
     breach: AdhocBreach | None
+    alarms: list[AdhocAlarm] = Field(
+        description="the service's detector (models.detector settings) run over the values"
+    )
 
 
 @router.post(
@@ -353,6 +417,10 @@ def adhoc_forecast(
     end = to_epoch(context.clock.now()) // step * step if body.end is None else to_epoch(body.end)
     values = [math.nan if v is None else v for v in body.values]
     forecast, model = forecast_values(session, context.models, values, step=step, end=end)
+    stamps = end - step * np.arange(len(values) - 1, -1, -1, dtype=np.int64)
+    detected = Detector(detector_config(context.settings.models.detector)).update(
+        None, stamps, np.asarray(values, dtype=np.float64)
+    )
     breach = None
     if body.limit is not None:
         prediction = predict_breach(
@@ -380,4 +448,12 @@ def adhoc_forecast(
             for h, row in enumerate(forecast.values[0])
         ],
         breach=breach,
+        alarms=[
+            AdhocAlarm(
+                at=from_epoch(int(detected.ts[i])),
+                score=float(detected.score[i]),
+                evidence=detected.evidence(int(i)),
+            )
+            for i in np.flatnonzero(detected.alarm)
+        ],
     )

@@ -36,6 +36,6 @@ def test_training_notebook_runs_and_registers_a_model(
     )
     assert "epochs in" in text
     assert "lstm" in text and "median_band" in text
-    assert "anomalous steps" in text
+    assert "alarms over" in text and "scored steps" in text
     assert "TrainingOutcome(family='step60s'" in text
     assert (tmp_path / "models" / "step60s" / "v1" / "weights.pt").is_file()

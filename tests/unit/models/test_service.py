@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import from_epoch
 from ingest import service as ingest_service
 from models import registry
+from models.detector import Detector, DetectorConfig
 from models.domain import History
-from models.scoring import ScoringConfig
-from models.service import CalibratorBank, ServingModels, forecast_cycle, train_model
+from models.service import ServingModels, forecast_cycle, train_model
 from models.tables import AnomalyScoreRow, ForecastRow, ModelRow
 from tests.unit.fakes import FakeSeries, FakeSource, make_target
 
@@ -56,16 +56,17 @@ def ingest_until(sessions: sessionmaker[Session], source: FakeSource, now: datet
         session.commit()
 
 
-def run_cycle(sessions, models, bank, now):
+DETECTOR = DetectorConfig()
+
+
+def run_cycle(sessions, models, now, detector=DETECTOR):
     with sessions() as session:
-        summary = forecast_cycle(
-            session, target=TARGET, models=models, calibrators=bank, anomaly_threshold=4.0, now=now
-        )
+        summary = forecast_cycle(session, target=TARGET, models=models, detector=detector, now=now)
         session.commit()
     return summary
 
 
-def test_cycle_scores_against_the_previous_forecast_and_flags_a_spike(
+def test_cycle_scores_each_new_step_and_alarms_on_a_spike(
     sessions: sessionmaker[Session],
 ) -> None:
     spike = START + 6 * 3600 + 50 * STEP
@@ -78,52 +79,73 @@ def test_cycle_scores_against_the_previous_forecast_and_flags_a_spike(
     models = ServingModels(
         cold_start="median_band", cold_config={"context_length": 60, "horizon": 10}
     )
-    bank = CalibratorBank(ScoringConfig(calibration_min=20))
     now = from_epoch(START + 6 * 3600)
     ingest_until(sessions, source, now)
-    first = run_cycle(sessions, models, bank, now)
-    assert (first.status, first.series, first.scored) == ("ok", 2, 0)  # nothing to compare yet
-    assert run_cycle(sessions, models, bank, now).status == "noop"  # same step: idempotent
+    first = run_cycle(sessions, models, now)
+    # A new series is scored over the detector's window of history at once (its warm-up).
+    assert (first.status, first.series, first.scored) == ("ok", 2, 2 * DETECTOR.window)
+    assert run_cycle(sessions, models, now).status == "noop"  # same step: idempotent
 
     for minute in range(1, 61):
         now = from_epoch(START + 6 * 3600 + minute * STEP)
         ingest_until(sessions, source, now)
-        summary = run_cycle(sessions, models, bank, now)
+        summary = run_cycle(sessions, models, now)
         assert summary.scored == 2
     with sessions() as session:
-        scores = {
-            (row.series_id, row.ts): row.score
-            for row in session.scalars(sa.select(AnomalyScoreRow))
-        }
+        rows = list(session.scalars(sa.select(AnomalyScoreRow)))
         forecasts = list(session.scalars(sa.select(ForecastRow)))
-    assert len(scores) == 120
-    spiked = [s for (sid, ts), s in scores.items() if ts == spike and s is not None]
-    assert spiked and max(spiked) > 4.0
-    others = [s for (sid, ts), s in scores.items() if ts != spike and s is not None]
-    assert np.mean(np.array(others) > 4.0) < 0.05
+    assert len(rows) == 2 * (DETECTOR.window + 60)
+    alarms = [(r.ts, r.evidence) for r in rows if r.alarm]
+    assert [ts for ts, _ in alarms] == [spike]
+    assert alarms[0][1] is not None and alarms[0][1]["component"] == "level"
+    assert alarms[0][1]["direction"] == "above"
     assert {f.made_at for f in forecasts} == {START + 7 * 3600}
     assert all(len(f.values) == 10 and len(f.values[0]) == 3 for f in forecasts)
 
 
-def test_calibration_state_survives_a_restart(sessions: sessionmaker[Session]) -> None:
+def test_missed_cycles_are_caught_up_and_match_the_backtest(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The daemon's cycle, run at irregular moments (missed cycles, a restart between), gives
+    the same scores and alarms as the backtest's one pass of the detector over the series."""
+    spike = START + 6 * 3600 + 37 * STEP
+    source = FakeSource([FakeSeries("cpu", {"service": "a"}, value=wave(0.0, spike_at=spike))])
+    models = ServingModels(
+        cold_start="median_band", cold_config={"context_length": 60, "horizon": 10}
+    )
+    for minute in (0, 1, 2, 9, 10, 30, 31, 55, 80):  # gaps of 7, 20, 24 and 25 steps
+        now = from_epoch(START + 6 * 3600 + minute * STEP)
+        ingest_until(sessions, source, now)
+        run_cycle(sessions, models, now)
+    with sessions() as session:
+        rows = list(session.scalars(sa.select(AnomalyScoreRow).order_by(AnomalyScoreRow.ts)))
+    ts = np.array([r.ts for r in rows])
+    assert (np.diff(ts) == STEP).all()  # every step scored once, none skipped
+    assert ts[-1] == START + 6 * 3600 + 80 * STEP
+    values = np.array([wave(0.0, spike_at=spike)(int(t)) for t in ts])
+    expected = Detector(DETECTOR).update(None, ts, values)
+    np.testing.assert_allclose([r.score for r in rows], expected.score, rtol=1e-5, atol=1e-9)
+    assert [r.alarm for r in rows] == expected.alarm.tolist()
+    assert spike in ts[expected.alarm]
+
+
+def test_a_changed_detector_setting_starts_a_fresh_state(sessions: sessionmaker[Session]) -> None:
     source = FakeSource([FakeSeries("cpu", {"service": "a"}, value=wave(0.0))])
     models = ServingModels(
         cold_start="median_band", cold_config={"context_length": 60, "horizon": 10}
     )
-    bank = CalibratorBank(ScoringConfig(calibration_min=20))
-    for minute in range(0, 40):
+    for minute in range(0, 5):
         now = from_epoch(START + 6 * 3600 + minute * STEP)
         ingest_until(sessions, source, now)
-        run_cycle(sessions, models, bank, now)
-    restarted = CalibratorBank(ScoringConfig(calibration_min=20))
-    now = from_epoch(START + 6 * 3600 + 40 * STEP)
+        run_cycle(sessions, models, now)
+    other = DetectorConfig(threshold=5.0)
+    now = from_epoch(START + 6 * 3600 + 5 * STEP)
     ingest_until(sessions, source, now)
-    run_cycle(sessions, models, restarted, now)
+    # A fresh state warms up on the window again; the steps already scored are kept, not doubled.
+    assert run_cycle(sessions, models, now, detector=other).scored == 1
     with sessions() as session:
-        newest = session.scalars(
-            sa.select(AnomalyScoreRow).order_by(AnomalyScoreRow.ts.desc()).limit(1)
-        ).one()
-    assert newest.score is not None  # 39 earlier magnitudes were reloaded, so it is calibrated
+        models_used = set(session.scalars(sa.select(AnomalyScoreRow.model)))
+    assert len(models_used) == 2
 
 
 def histories(n: int = 4, hours: int = 12) -> list[History]:
@@ -267,10 +289,11 @@ def test_alarms_fire_on_k_of_n_recent_scores_and_name_their_service(
     with sessions() as session:
         ids = session.scalars(sa.text("SELECT id FROM series ORDER BY id")).all()
         scores = {
-            ids[0]: [1.0, 5.0, 1.0, 6.0],  # newest is a hit, 2 of the last 3: fires
-            ids[1]: [5.0, 6.0, 7.0, 1.0],  # newest is quiet: cleared
-            ids[2]: [1.0, 1.0, 1.0, 9.0],  # one hit only: not yet
+            ids[0]: [1.0, 5.0, 1.0, 6.0],  # alarms at steps 1 and 3
+            ids[1]: [5.0, 6.0, 7.0, 1.0],  # one alarm, at step 0
+            ids[2]: [1.0, 1.0, 1.0, 1.0],  # none
         }
+        alarmed = {ids[0]: {1, 3}, ids[1]: {0}, ids[2]: set()}
         for series_id, values in scores.items():
             for i, value in enumerate(values):
                 session.add(
@@ -281,12 +304,15 @@ def test_alarms_fire_on_k_of_n_recent_scores_and_name_their_service(
                         magnitude=0.0,
                         score=value,
                         model="m",
+                        alarm=i in alarmed[series_id],
                     )
                 )
         session.commit()
-        fired = firing_alarms(session, threshold=4.0, hits=2, window=3, since=START - 1)
-        assert [(a.series_id, a.service, a.score, a.since) for a in fired] == [
-            (ids[0], "cart", 6.0, START + STEP)
+        fired = firing_alarms(session, since=START - 1)
+        assert [(a.series_id, a.service, a.score, a.since, a.ts) for a in fired] == [
+            (ids[0], "cart", 6.0, START + STEP, START + 3 * STEP),
+            (ids[1], fired[1].service, 5.0, START, START),
         ]
-        # Scores older than `since` do not count.
-        assert firing_alarms(session, threshold=4.0, hits=2, window=3, since=START + 2 * STEP) == []
+        # Alarms older than `since` do not count.
+        assert [a.series_id for a in firing_alarms(session, since=START + 2 * STEP)] == [ids[0]]
+        assert firing_alarms(session, since=START + 3 * STEP) == []

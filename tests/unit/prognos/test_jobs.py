@@ -163,7 +163,13 @@ def test_an_alarm_opens_an_incident_and_its_proposal(
         series_id = session.scalars(sa.select(SeriesRow.id)).one()
         session.add_all(
             AnomalyScoreRow(
-                series_id=series_id, ts=newest - 60 * k, z=9.0, magnitude=9.0, score=9.0, model="t"
+                series_id=series_id,
+                ts=newest - 60 * k,
+                z=9.0,
+                magnitude=9.0,
+                score=9.0,
+                model="t",
+                alarm=k == 2,  # the detector alarms once, at the rise
             )
             for k in range(3)
         )

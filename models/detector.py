@@ -1,0 +1,291 @@
+"""The anomaly detector: one configured object that turns a series' new points into z-like scores
+and alarms, carrying a small per-series state from one call to the next.
+
+The daemon's cycle, `POST /v1/forecasts`, `prognos backtest nab` and the notebooks all call
+`Detector.update` with the same configuration, so a number measured on a benchmark is a number
+the service produces. Scoring a whole file at once and scoring it a few points per cycle give the
+same scores and alarms (each step's score depends only on the rows before it, in order).
+
+Method (chosen by leave-one-folder-out on nab-dev + cmd-dev, see docs/forecasting.md):
+
+* **level z**: how far a value lies from the mean of the previous `window` rows, in units of a
+  scale that mixes the local standard deviation with the long-run one (an exponentially weighted
+  standard deviation of the whole history, weight `long_weight`). The long-run part keeps a quiet
+  stretch from turning ordinary noise into huge z's; the local part keeps a noisy stretch quiet.
+* **alarm rule**: a step alarms when its z reaches `threshold` *and* is a new high: above every z
+  of the previous `novelty_rows` rows. The tail of an excursion then alarms once, at its rise, not
+  on every row after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import ModelInputError
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: z given to a change from a history with no spread at all (a flat line that moves).
+Z_CAP = 1000.0
+#: Per-series state budget, in bytes of its JSON form (tested): the state must stay small enough
+#: to be stored each cycle and held in memory for a million series.
+STATE_BUDGET_BYTES = 16 * 1024
+COMPONENT = "level"
+
+
+class DetectorConfig(BaseModel):
+    """Everything that decides a detector's scores and alarms; saved with each model version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(default=72, ge=2, le=400, description="rows of the local mean and std")
+    long_halflife: float = Field(
+        default=1000.0, gt=0, description="rows: half-life of the long-run standard deviation"
+    )
+    long_weight: float = Field(
+        default=0.8, ge=0, description="weight of the long-run std inside the scale"
+    )
+    threshold: float = Field(default=2.83, gt=0, description="z at which a new high alarms")
+    warmup_rows: int = Field(
+        default=72, ge=0, description="observed values a series needs before it may alarm"
+    )
+    novelty_rows: int = Field(
+        default=6, ge=0, le=100, description="an alarm's z must exceed the previous N rows' z"
+    )
+
+
+def detector_config(
+    base: Mapping[str, Any] | None = None, override: Mapping[str, Any] | None = None
+) -> DetectorConfig:
+    """The detector's defaults, overridden by `base` (models.detector) then by `override` (a
+    target's detector); a bad key or value is refused naming it."""
+    merged = {**(base or {}), **(override or {})}
+    try:
+        return DetectorConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'detector'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ModelInputError(f"invalid detector settings: {problems}") from exc
+
+
+def config_digest(config: DetectorConfig) -> str:
+    """A short digest of a configuration: a stored state is only resumed under the same one."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class DetectorState:
+    """One series' memory between calls: JSON-serialisable and bounded (`STATE_BUDGET_BYTES`)."""
+
+    #: the newest observed values, oldest first (at most `window`)
+    values: list[float] = field(default_factory=list)
+    #: z of the newest rows, oldest first (at most `novelty_rows`)
+    recent_z: list[float] = field(default_factory=list)
+    long_mean: float = 0.0
+    long_var: float = 0.0
+    count: int = 0  #: observed values seen
+    last_ts: int | None = None  #: epoch seconds of the newest row scored
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "values": self.values,
+                "recent_z": self.recent_z,
+                "long_mean": self.long_mean,
+                "long_var": self.long_var,
+                "count": self.count,
+                "last_ts": self.last_ts,
+            },
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DetectorState:
+        try:
+            raw = json.loads(text)
+            return cls(
+                values=[float(v) for v in raw["values"]],
+                recent_z=[float(v) for v in raw["recent_z"]],
+                long_mean=float(raw["long_mean"]),
+                long_var=float(raw["long_var"]),
+                count=int(raw["count"]),
+                last_ts=None if raw["last_ts"] is None else int(raw["last_ts"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelInputError(f"unreadable detector state: {exc}") from exc
+
+    def nbytes(self) -> int:
+        return len(self.to_json().encode())
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorOutput:
+    """What one `update` produced, one entry per newly scored row (finite values only)."""
+
+    ts: npt.NDArray[np.int64]
+    values: FloatArray
+    score: FloatArray  #: z-like: 0 normal, ~3 rare
+    alarm: BoolArray
+    eligible: BoolArray  #: new highs, the alarm rule without its threshold
+    mean: FloatArray  #: the local mean each value was compared with
+    scale: FloatArray  #: the scale its distance was divided by
+    state: DetectorState
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def novel(self) -> FloatArray:
+        """Scores that are new highs (the alarm rule without its threshold), else 0."""
+        return np.where(self.eligible, self.score, 0.0)
+
+    def evidence(self, i: int) -> dict[str, Any]:
+        """Why row `i` scored as it did: the component, the value and what it was judged by."""
+        return {
+            "component": COMPONENT,
+            "value": float(self.values[i]),
+            "mean": float(self.mean[i]),
+            "scale": float(self.scale[i]),
+            "z": float(self.score[i]),
+            "direction": "above" if self.values[i] >= self.mean[i] else "below",
+        }
+
+
+class Detector:
+    """`update(state, timestamps, values) -> DetectorOutput`, the one scoring path of Prognos."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        self._alpha = 1.0 - math.exp(-math.log(2.0) / self.config.long_halflife)
+
+    def initial_state(self) -> DetectorState:
+        return DetectorState()
+
+    def update(
+        self,
+        state: DetectorState | None,
+        timestamps: npt.ArrayLike,
+        values: npt.ArrayLike,
+    ) -> DetectorOutput:
+        """Score every finite value newer than the state's last scored step, in time order.
+
+        Rows at or before `state.last_ts` were scored already and are skipped, so a caught-up
+        call after missed cycles scores each step once; missing values (NaN) are skipped and
+        leave the state as it was.
+        """
+        cfg = self.config
+        state = state or self.initial_state()
+        ts = np.asarray(timestamps, dtype=np.int64).reshape(-1)
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        if len(ts) != len(x):
+            raise ModelInputError(f"{len(ts)} timestamps for {len(x)} values")
+        if len(ts) > 1 and (np.diff(ts) <= 0).any():
+            raise ModelInputError("timestamps must increase")
+        keep = np.isfinite(x)
+        if state.last_ts is not None:
+            keep &= ts > state.last_ts
+        ts, x = ts[keep], x[keep]
+        k = len(x)
+        if k == 0:
+            return _empty(state)
+
+        # Local mean and std of the previous `window` values for each new row (NaN-padded while
+        # the series is young): every window is computed on its own, so the split of the rows
+        # into calls cannot change a result.
+        w = cfg.window
+        history = np.asarray(state.values, dtype=np.float64)
+        full = np.concatenate([np.full(w, np.nan), history, x])
+        windows = np.lib.stride_tricks.sliding_window_view(full, w)[len(history) : len(history) + k]
+        seen = np.isfinite(windows).sum(axis=1)
+        filled = np.where(np.isfinite(windows), windows, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = filled.sum(axis=1) / seen
+            centred = np.where(np.isfinite(windows), windows - mean[:, None], 0.0)
+            local_var = (centred * centred).sum(axis=1) / seen
+
+        # Long-run exponentially weighted variance, as it stood before each row.
+        long_var = np.empty(k)
+        m, v, a = state.long_mean, state.long_var, self._alpha
+        count = state.count
+        for i, value in enumerate(x.tolist()):
+            long_var[i] = v
+            if count == 0:
+                m = value
+            else:
+                diff = value - m
+                incr = a * diff
+                m += incr
+                v = (1.0 - a) * (v + diff * incr)
+            count += 1
+
+        scale = np.sqrt(local_var + (cfg.long_weight**2) * long_var)
+        distance = np.abs(x - mean)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(scale > 0, distance / scale, np.where(distance > 0, Z_CAP, 0.0))
+        young = seen < 2
+        z = np.where(young, 0.0, np.minimum(z, Z_CAP))
+        mean = np.where(young, x, mean)
+        scale = np.where(young, 0.0, scale)
+
+        # New highs: above every z of the previous `novelty_rows` rows.
+        n = cfg.novelty_rows
+        if n:
+            recent = [-np.inf] * (n - len(state.recent_z)) + list(state.recent_z)
+            past = np.concatenate([recent, z])
+            previous = np.lib.stride_tricks.sliding_window_view(past, n)[:k]
+            eligible = z > previous.max(axis=1)
+        else:
+            eligible = np.ones(k, dtype=bool)
+        seen_before = state.count + np.arange(k)  # values observed before each row
+        alarm = eligible & (z >= cfg.threshold) & (seen_before >= cfg.warmup_rows)
+
+        tail = np.concatenate([history, x])[-w:]
+        new_state = DetectorState(
+            values=[float(val) for val in tail],
+            recent_z=[float(val) for val in np.concatenate([state.recent_z, z])[-n:]] if n else [],
+            long_mean=float(m),
+            long_var=float(v),
+            count=count,
+            last_ts=int(ts[-1]),
+        )
+        return DetectorOutput(ts, x, z, alarm, eligible, mean, scale, new_state)
+
+
+def _empty(state: DetectorState) -> DetectorOutput:
+    none = np.zeros(0)
+    return DetectorOutput(
+        np.zeros(0, dtype=np.int64),
+        none,
+        none,
+        np.zeros(0, dtype=bool),
+        np.zeros(0, dtype=bool),
+        none,
+        none,
+        state,
+    )
+
+
+def unit_score(z: npt.ArrayLike) -> FloatArray:
+    """A z-like score squashed into [0, 1) by z / (1 + z), for outputs that need a probability
+    scale (NAB's results files); monotone, so thresholds carry over."""
+    arr = np.maximum(np.nan_to_num(np.asarray(z, dtype=np.float64), nan=0.0), 0.0)
+    return np.asarray(arr / (1.0 + arr), dtype=np.float64)
+
+
+def threshold_from_unit(unit: float) -> float:
+    """The z threshold equivalent to a threshold on `unit_score`."""
+    if not 0.0 <= unit < 1.0:
+        raise ModelInputError(f"a unit-scale threshold must lie in [0, 1), got {unit}")
+    return unit / (1.0 - unit)

@@ -1,34 +1,41 @@
 #!/usr/bin/env python
-"""Forecast + score throughput and LSTM training cost, against baselines measured in the same run.
+"""Forecast + anomaly-scoring throughput, detector state memory and LSTM training cost, against
+baselines measured in the same run.
 
 Generated data only (numpy, fixed seed, 60 s step, a daily cycle + noise per series, levels from
-5 to 5,000); no database, no Prometheus: the context windows are already in memory.
+5 to 5,000); no database, no Prometheus: the context windows and stored states are in memory.
 
 1. Training (first, so that its peak RSS is not the throughput part's): the global LSTM on
    `--train-series` x `--train-days` with the default training schedule (`windows_per_epoch`
    windows per epoch, drawn series-first, early stopping); seconds, epochs, seconds/epoch,
    windows/s, peak RSS (`resource.getrusage().ru_maxrss`). `--max-epochs` caps the epochs for a
    quick run; the table then extrapolates from the measured seconds/epoch.
-2. Throughput, for each N in `--series`: one serving cycle = the model's forward pass over a
-   ContextBatch [N, context_length] (horizon 30) PLUS the scoring of each series' newest
-   observation against the previous cycle's forecast (step-1 quantiles): `residual_z` of [N]
-   observations, the EWMA of |z| as `CalibratorBank.score` does it, then
-   `models.scoring.Calibrator.observe` per series (the production calibrator is per series and
-   Python-level). Models: the LSTM (the weights from part 1 when they fit, else untrained: the
-   cost of a forward pass does not depend on the weights) and, as baselines, `median_band` and
-   `naive`, interleaved within every repeat. Median of `--repeats`.
-   What-ifs (not production code, measured alongside): the scoring as `models.service`'s
-   forecast_cycle loop does it per series, a vectorised calibrator prototype (`VectorCalibrator`
-   below, checked against `Calibrator` before timing), the LSTM with `predict_batch_size=1024`,
+2. Throughput, for each N in `--series`: one serving cycle as `models.service.forecast_cycle`
+   runs it, without the database. First the scoring of each series' newest observation as
+   `score_new_points` does it: each stored `DetectorState` read back with `from_json`, the
+   production `models.detector.Detector.update` with that one new step per series, the new state
+   written with `to_json`; then the model's forward pass over a ContextBatch [N, context_length]
+   (horizon 30). The states are prepared untimed by feeding each series' `--history-steps` past
+   values to `Detector.update` once. Models: the LSTM (the weights from part 1 when they fit,
+   else untrained: the cost of a forward pass does not depend on the weights) and, as baselines,
+   `median_band` and `naive`, interleaved within every repeat, each with its own states. Median
+   of `--repeats`. Checked: every update scores exactly its one new step, and a sample of series
+   scored cycle by cycle through JSON gets the scores of one `update` over its whole history.
+   What-ifs for the forward pass (measured alongside): the LSTM with `predict_batch_size=1024`,
    in bfloat16 autocast, and on 1 thread.
+3. Memory of the detector states per 10,000 series: the sum of `DetectorState.nbytes()` (their
+   JSON, as the `detector_states` table stores them), the memory they take as `DetectorState`
+   objects (as one cycle holds a target's states between reading and writing them; tracemalloc)
+   and the RSS they added as they were made.
 
 Ratios are series/s divided by the median_band cycle's series/s of the same N and run (machines
 are noisy; compare ratios across machines, not seconds).
 
-Exit status: 0 ok, 1 the vectorised calibrator prototype or a forecast failed its check.
+Exit status: 0 ok, 1 a forecast or the detector check failed.
 
     .venv/bin/python bench/throughput.py [--series 1000,10000] [--repeats 5] [--hidden 48]
-        [--train-series 1000] [--train-days 7] [--max-epochs N] [--no-train] [--profile]
+        [--history-steps 240] [--train-series 1000] [--train-days 7] [--max-epochs N]
+        [--no-train] [--profile]
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import resource
 import statistics
 import sys
 import time
-from collections import deque
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,16 +72,19 @@ from rich.table import Table  # noqa: E402
 
 from core.settings import ModelSettings  # noqa: E402
 from ingest.domain import SeriesKey  # noqa: E402
+from models.detector import Detector, DetectorState, detector_config  # noqa: E402
 from models.domain import ContextBatch, History  # noqa: E402
 from models.forecasters.base import EpochReport, Forecaster  # noqa: E402
 from models.forecasters.lstm import GlobalLSTMForecaster, LSTMConfig, build_inputs  # noqa: E402
 from models.forecasters.registry import build  # noqa: E402
-from models.scoring import Calibrator, ScoringConfig, residual_z  # noqa: E402
 
 SEED = 20240603
 STEP = 60
 HORIZON = 30
 CONTEXT_LENGTH = 120
+HISTORY_STEPS = 240  # past values fed to each series' detector before the timed cycles
+CHECK_SERIES = 64  # series whose cycle-by-cycle scores are checked against one whole-history run
+PER_SERIES = 10_000  # memory is reported per this many series (the scale-out issue's unit)
 DATA_END = 1_717_372_800  # 2024-06-03T00:00:00Z: the same data set on every run
 TARGET_SERIES_PER_SECOND = 10_000
 TARGET_TRAIN_SECONDS = 600
@@ -99,18 +109,6 @@ def generate(n_series: int, n_steps: int, seed: int) -> tuple[np.ndarray, np.nda
     noise = rng.normal(0.0, 1.0, (n_series, n_steps)) * noise_level
     values = np.abs(level * (1 + amplitude * np.sin(day + phase) + noise)) + 1e-3
     return values, timestamps
-
-
-def magnitude_history(n_series: int, n_steps: int, alpha: float, seed: int) -> np.ndarray:
-    """[N, T] past smoothed |z| magnitudes, as a calibrator reservoir holds them."""
-    rng = np.random.default_rng(seed + 1)
-    z = np.abs(rng.standard_t(5, (n_series, n_steps)))
-    out = np.empty_like(z)
-    acc = z[:, 0]
-    for i in range(n_steps):
-        acc = alpha * z[:, i] + (1 - alpha) * acc
-        out[:, i] = acc
-    return out
 
 
 def rss_mb() -> float:
@@ -138,202 +136,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def ndtri(p: np.ndarray) -> np.ndarray:
-    """The standard normal quantile function, vectorised (torch: scipy is no dependency)."""
-    return torch.special.ndtri(torch.from_numpy(np.asarray(p, dtype=np.float64))).numpy()
-
-
-def fill_calibrators(history: np.ndarray, config: ScoringConfig) -> list[Calibrator]:
-    """One production `Calibrator` per row, in the state `observe()` of every finite value of the
-    row (oldest first) would leave. Bench shortcut: sets the private `_fifo`/`_sorted` lists
-    directly (the gate checks it against real `observe()` calls), because 10,000 x 5,000
-    `observe()` calls would take minutes."""
-    keep = config.calibration_size
-    bank = []
-    for row in history:
-        fifo = row[np.isfinite(row)][-keep:].tolist()
-        calibrator = Calibrator(config)
-        calibrator._fifo = deque(fifo)
-        calibrator._sorted = sorted(fifo)  # the same float objects, as insort() shares them
-        bank.append(calibrator)
-    return bank
-
-
-class VectorCalibrator:
-    """Bench-only PROTOTYPE of a vectorised `models.scoring.Calibrator` for N series at once;
-    the same outputs (checked by the gate), no Python loop per series.
-
-    State: `ring` [N, K] holds each series' newest K finite scores (K = calibration_size; +inf
-    in unused slots), so it always IS the current reservoir; `sorted` [N, K] is a sorted
-    snapshot of it taken at the last merge; `new` / `gone` [N, B] hold the scores inserted /
-    evicted since then (NaN-padded). The rank of a score is a batched binary search in the
-    snapshot (log2 K vectorised steps over N, the row-wise `np.searchsorted`) corrected by
-    O(N x B) comparisons with the pending buffers. Every B observations the snapshot is rebuilt
-    with one `np.sort` of [N, K] (amortised: `merge_seconds / B` per cycle). The rare scores
-    above everything seen take the tail formula from their own row of `ring`.
-    """
-
-    def __init__(self, history: np.ndarray, config: ScoringConfig, merge_every: int = 64) -> None:
-        self.config = config
-        n = len(history)
-        k = config.calibration_size
-        self.k = k
-        self.b = min(merge_every, k)  # B <= K: an evicted score is always in the snapshot
-        finite = np.isfinite(history)
-        if history.shape[1] >= k and finite.all():  # the bench's steady state: a full reservoir
-            self.ring = np.ascontiguousarray(history[:, -k:], dtype=np.float64)
-            kept = np.full(n, k, np.int64)
-        elif history.shape[1] == 0:
-            self.ring = np.full((n, k), np.inf)
-            kept = np.zeros(n, np.int64)
-        else:  # per row: the newest K finite values, oldest first, in slots 0..kept-1
-            counts = finite.sum(axis=1)
-            order = np.argsort(~finite, axis=1, kind="stable")  # finite first, in time order
-            packed = np.take_along_axis(history, order, axis=1)
-            kept = np.minimum(counts, k)
-            cols = np.minimum(
-                (counts - kept)[:, None] + np.arange(k)[None, :], history.shape[1] - 1
-            )
-            valid = np.arange(k)[None, :] < kept[:, None]
-            self.ring = np.where(valid, np.take_along_axis(packed, cols, axis=1), np.inf)
-        self.count = kept.astype(np.int64)
-        self.head = self.count % k
-        self.rows = np.arange(n)
-        self.new = np.full((n, self.b), np.nan)
-        self.gone = np.full((n, self.b), np.nan)
-        self.n_new = np.zeros(n, np.int64)
-        self.n_gone = np.zeros(n, np.int64)
-        self.merges = 0
-        self.merge_seconds: list[float] = []
-        self.sorted = np.sort(self.ring, axis=1)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.ring, self.sorted, self.new, self.gone))
-
-    def _bound(self, s: np.ndarray, right: bool) -> np.ndarray:
-        """Per row: how many snapshot values are < s (right: <= s). Batched binary search."""
-        n, k = self.sorted.shape
-        flat = self.sorted.ravel()
-        base = self.rows * k
-        lo = np.zeros(n, np.int64)
-        hi = np.full(n, k, np.int64)
-        for _ in range(k.bit_length()):
-            mid = (lo + hi) >> 1
-            v = flat[base + np.minimum(mid, k - 1)]
-            go = v <= s if right else v < s
-            active = lo < hi
-            lo = np.where(active & go, mid + 1, lo)
-            hi = np.where(active & ~go, mid, hi)
-        return lo
-
-    def transform(self, s: np.ndarray) -> np.ndarray:
-        cfg = self.config
-        m = self.count
-        s_col = s[:, None]
-        with np.errstate(invalid="ignore"):
-            lo = (
-                self._bound(s, right=False)
-                - (self.gone < s_col).sum(axis=1)
-                + (self.new < s_col).sum(axis=1)
-            )
-            hi = (
-                self._bound(s, right=True)
-                - (self.gone <= s_col).sum(axis=1)
-                + (self.new <= s_col).sum(axis=1)
-            )
-        out = np.full(len(s), np.nan)
-        ok = (m >= cfg.calibration_min) & np.isfinite(s)
-        inner = ok & (hi < m)
-        if inner.any():
-            mi = m[inner]
-            p = (lo[inner] + hi[inner]) / 2 / mi
-            p = np.minimum(np.maximum(p, 0.5 / mi), 1 - 0.5 / mi)
-            out[inner] = np.maximum(0.0, ndtri(p))
-        z90 = float(ndtri(np.array([0.9]))[0])
-        for r in np.flatnonzero(ok & ~inner):  # above everything seen: rare, one row at a time
-            mr = int(m[r])
-            seen = self.ring[r, :mr] if mr < self.k else self.ring[r]
-            q90 = float(np.partition(seen, int(0.9 * (mr - 1)))[int(0.9 * (mr - 1))])
-            top = float(seen.max())
-            z_top = float(ndtri(np.array([1 - 0.5 / mr]))[0])
-            slope = (z_top - z90) / max(top - q90, cfg.scale_floor)
-            out[r] = max(0.0, z_top + (float(s[r]) - top) * slope)
-        return out
-
-    def update(self, s: np.ndarray) -> None:
-        r = self.rows[np.isfinite(s)]
-        if len(r) == 0:
-            return
-        full = r[self.count[r] == self.k]
-        self.gone[full, self.n_gone[full]] = self.ring[full, self.head[full]]
-        self.n_gone[full] += 1
-        self.ring[r, self.head[r]] = s[r]
-        self.head[r] = (self.head[r] + 1) % self.k
-        self.count[r] = np.minimum(self.count[r] + 1, self.k)
-        self.new[r, self.n_new[r]] = s[r]
-        self.n_new[r] += 1
-        if self.n_new.max() >= self.b:
-            self.merge()
-
-    def merge(self) -> None:
-        started = time.perf_counter()
-        self.sorted = np.sort(self.ring, axis=1)
-        self.new.fill(np.nan)
-        self.gone.fill(np.nan)
-        self.n_new.fill(0)
-        self.n_gone.fill(0)
-        self.merges += 1
-        self.merge_seconds.append(time.perf_counter() - started)
-
-    def observe(self, s: np.ndarray) -> np.ndarray:
-        calibrated = self.transform(s)
-        self.update(s)
-        return calibrated
-
-
-def check_vector_calibrator(seed: int) -> list[str]:
-    """Gate: VectorCalibrator == Calibrator (and the fill shortcut == observe()) on awkward data:
-    short and empty reservoirs, gaps (NaN), ties, evictions, merges, scores above the top."""
-    problems: list[str] = []
-    config = ScoringConfig(calibration_min=20, calibration_size=48)
-    rng = np.random.default_rng(seed + 7)
-    n, fill, cycles = 300, 70, 200
-    history = np.round(np.abs(rng.normal(size=(n, fill))), 1)  # rounded: many ties
-    history[rng.random((n, fill)) < 0.1] = np.nan
-    history[: n // 5, : fill - 15] = np.nan  # some reservoirs below calibration_min
-    history[n // 5 : n // 5 + 5] = np.nan  # some empty
-    bank = fill_calibrators(history, config)
-    for i in range(20):  # the shortcut against real observe() calls
-        real = Calibrator(config)
-        for v in history[i]:
-            real.observe(float(v))
-        if real._sorted != bank[i]._sorted or real._fifo != bank[i]._fifo:
-            problems.append(f"fill shortcut differs from observe() on row {i}")
-            break
-    vector = VectorCalibrator(history, config, merge_every=16)
-    worst = 0.0
-    for c in range(cycles):
-        s = np.round(np.abs(rng.normal(size=n)) * (3.0 if c % 25 == 0 else 1.0), 1)
-        s[rng.random(n) < 0.05] = np.nan
-        expected = np.array([cal.observe(float(v)) for cal, v in zip(bank, s, strict=True)])
-        got = vector.observe(s)
-        if not np.array_equal(np.isnan(expected), np.isnan(got)):
-            problems.append(f"cycle {c}: NaN pattern differs from Calibrator")
-            break
-        both = np.isfinite(expected)
-        if both.any():
-            worst = max(worst, float(np.max(np.abs(expected[both] - got[both]))))
-    if worst > 1e-9:
-        problems.append(f"VectorCalibrator differs from Calibrator by up to {worst:.3g}")
-    if vector.merges == 0:
-        problems.append("the gate never exercised a merge")
-    return problems
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -388,7 +190,7 @@ def lstm_config(args: argparse.Namespace, **update: Any) -> LSTMConfig:
     return LSTMConfig(**fields)
 
 
-# ----------------------------------------------------------------------------- 2. training
+# ----------------------------------------------------------------------------- 1. training
 
 
 def run_training(args: argparse.Namespace) -> tuple[dict[str, Any], GlobalLSTMForecaster, str]:
@@ -504,89 +306,100 @@ def run_training(args: argparse.Namespace) -> tuple[dict[str, Any], GlobalLSTMFo
     return result, forecaster, text
 
 
-# ----------------------------------------------------------------------------- 1. throughput
+# ----------------------------------------------------------------------------- 2. throughput
 
 
 @dataclass
 class Cycle:
-    batch: ContextBatch
-    observed: np.ndarray  # [N] the newest value of each window (what gets scored)
+    batch: ContextBatch  # [N, context_length], ending at the newest observation
+    ts: np.ndarray  # [1] epoch seconds of the newest observation (the same for every series)
+    observed: np.ndarray  # [N] the newest value of each series (what gets scored)
 
 
-def make_cycles(n_series: int, length: int, cycles: int, seed: int) -> list[Cycle]:
-    values, timestamps = generate(n_series, length + cycles - 1, seed)
+@dataclass
+class Data:
+    history: np.ndarray  # [N, H] the values the detector states were fed before the cycles
+    history_ts: np.ndarray  # [H]
+    cycles: list[Cycle]
+
+
+def make_data(n_series: int, history: int, length: int, cycles: int, seed: int) -> Data:
+    """`history` past steps, then `cycles` new steps; cycle c observes step history + c and
+    forecasts from the `length` steps ending there (history >= length - 1)."""
+    values, timestamps = generate(n_series, history + cycles, seed)
     out = []
     for c in range(cycles):
-        window = values[:, c : c + length]
-        end = np.full(n_series, timestamps[c + length - 1], dtype=np.int64)
-        out.append(Cycle(ContextBatch(window.astype(np.float32), end, STEP), window[:, -1].copy()))
-    return out
-
-
-def score_production(
-    observed: np.ndarray,
-    previous: np.ndarray,
-    last: np.ndarray,
-    bank: Sequence[Calibrator],
-    config: ScoringConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """residual_z of [N] vs the previous forecast's step-1 quantiles [N, Q=(.1,.5,.9)], the EWMA
-    as CalibratorBank.score, then the production Calibrator per series (Python loop)."""
-    z = residual_z(observed, previous[:, 0], previous[:, 1], previous[:, 2], config.scale_floor)
-    a = config.ewma_alpha
-    magnitude = np.where(np.isfinite(last), a * np.abs(z) + (1 - a) * last, np.abs(z))
-    magnitude = np.where(np.isfinite(z), magnitude, last)  # an unscored series keeps its state
-    scores = np.array(
-        [cal.observe(m) for cal, m in zip(bank, magnitude.tolist(), strict=True)], dtype=np.float64
-    )
-    return magnitude, scores
-
-
-def score_vectorised(
-    observed: np.ndarray,
-    previous: np.ndarray,
-    last: np.ndarray,
-    vector: VectorCalibrator,
-    config: ScoringConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    z = residual_z(observed, previous[:, 0], previous[:, 1], previous[:, 2], config.scale_floor)
-    a = config.ewma_alpha
-    magnitude = np.where(np.isfinite(last), a * np.abs(z) + (1 - a) * last, np.abs(z))
-    magnitude = np.where(np.isfinite(z), magnitude, last)
-    return magnitude, vector.observe(magnitude)
-
-
-def score_service_loop(
-    observed: np.ndarray,
-    previous_rows: list[list[list[float]]],
-    quantiles: Sequence[float],
-    last: np.ndarray,
-    bank: Sequence[Calibrator],
-    config: ScoringConfig,
-) -> int:
-    """The per-series scoring loop of models.service.forecast_cycle, without the database: a dict
-    of the step-1 quantiles, residual_z of 1-element arrays, CalibratorBank.score's EWMA + observe.
-    `previous_rows` are the forecasts as ForecastRow.values hold them (lists, read untimed)."""
-    scored = 0
-    alpha = config.ewma_alpha
-    for i, calibrator in enumerate(bank):
-        value = observed[i]
-        q = dict(zip(quantiles, previous_rows[i][0], strict=True))
-        if not np.isfinite(value) or not all(
-            np.isfinite(q.get(k, np.nan)) for k in (0.1, 0.5, 0.9)
-        ):
-            continue
-        z = float(
-            residual_z(
-                np.array([value]), np.array([q[0.1]]), np.array([q[0.5]]), np.array([q[0.9]])
-            )[0]
+        t = history + c
+        window = values[:, t - length + 1 : t + 1]
+        end = np.full(n_series, timestamps[t], dtype=np.int64)
+        out.append(
+            Cycle(
+                ContextBatch(window.astype(np.float32), end, STEP),
+                timestamps[t : t + 1].copy(),
+                values[:, t].copy(),
+            )
         )
-        prior = last[i]
-        magnitude = abs(z) if not np.isfinite(prior) else alpha * abs(z) + (1 - alpha) * prior
-        score = calibrator.observe(magnitude)
-        last[i] = magnitude
-        scored += int(not np.isnan(score))
-    return scored
+    return Data(values[:, :history].copy(), timestamps[:history].copy(), out)
+
+
+@dataclass
+class Scored:
+    scores: np.ndarray  # [N] the score of each series' new step (NaN: nothing scored)
+    from_json: float  # seconds of each phase
+    update: float
+    to_json: float
+
+    @property
+    def seconds(self) -> float:
+        return self.from_json + self.update + self.to_json
+
+
+def score_newest(
+    detector: Detector, stored: list[str], ts: np.ndarray, observed: np.ndarray
+) -> Scored:
+    """What `models.service.score_new_points` does per series, without the database: read back
+    each stored state, `Detector.update` with the series' new step, store the new state (in
+    place in `stored`)."""
+    t0 = time.perf_counter()
+    states = [DetectorState.from_json(text) for text in stored]
+    t1 = time.perf_counter()
+    outputs = [detector.update(state, ts, observed[i : i + 1]) for i, state in enumerate(states)]
+    t2 = time.perf_counter()
+    stored[:] = [out.state.to_json() for out in outputs]
+    t3 = time.perf_counter()
+    scores = np.array([out.score[0] if len(out) == 1 else np.nan for out in outputs])
+    return Scored(scores, t1 - t0, t2 - t1, t3 - t2)
+
+
+@dataclass
+class StateMemory:
+    texts: list[str]  # each series' state as the detector_states table stores it
+    prepare_seconds: float
+    json_bytes: int  # sum of DetectorState.nbytes()
+    objects_bytes: int  # Python memory the states hold as DetectorState objects (tracemalloc)
+    objects_rss_mb: float  # RSS added by the states as they were made
+
+
+def prepare_states(detector: Detector, history: np.ndarray, history_ts: np.ndarray) -> StateMemory:
+    """Feed each series' history to the detector once (untimed for the cycle) and measure what
+    the resulting states cost: their JSON bytes, the Python memory they hold as objects once
+    read back (tracemalloc: exact, whatever the process freed before), and the RSS they added
+    as they were made (reads low where the allocator reuses memory freed earlier, e.g. after
+    training)."""
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    states = [detector.update(None, history_ts, row).state for row in history]
+    seconds = time.perf_counter() - t0
+    rss1 = rss_mb()
+    texts = [state.to_json() for state in states]
+    json_bytes = sum(state.nbytes() for state in states)
+    del states
+    tracemalloc.start()
+    held = [DetectorState.from_json(text) for text in texts]
+    objects_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del held
+    return StateMemory(texts, seconds, json_bytes, objects_bytes, rss1 - rss0)
 
 
 def predict_bf16(forecaster: GlobalLSTMForecaster, batch: ContextBatch) -> np.ndarray:
@@ -613,15 +426,18 @@ def run_throughput(
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     problems: list[str] = []
     profiles: list[str] = []
-    scoring = ScoringConfig()
     length = args.context_length
-    cycles = make_cycles(n_series, length, args.repeats + 2, args.seed + n_series)
+    profiling = args.profile and n_series == max(args.series)
+    # One untimed warm-up cycle, the timed repeats, and a fresh step for the profile.
+    n_cycles = 1 + args.repeats + int(profiling)
+    data = make_data(n_series, args.history_steps, length, n_cycles, args.seed + n_series)
+    detector = Detector(detector_config(ModelSettings().detector))
 
     lstm = GlobalLSTMForecaster(lstm_config(args))
     weights = "untrained (random init)"
     if trained is not None and trained.config.hidden_size == args.hidden:
         lstm.net = trained.net
-        weights = "trained in part 2 of this run"
+        weights = "trained in part 1 of this run"
     lstm.mark_fitted(STEP)
     lstm_1024 = GlobalLSTMForecaster(lstm_config(args, predict_batch_size=1024))
     lstm_1024.net = lstm.net
@@ -630,77 +446,53 @@ def run_throughput(
     for name in ("median_band", "naive"):
         models[name] = build(name, {"context_length": length, "horizon": HORIZON})
         models[name].mark_fitted(STEP)
-    quantiles = lstm.quantiles
-    if tuple(quantiles) != (0.1, 0.5, 0.9):
-        raise SystemExit(f"this bench expects the quantiles (0.1, 0.5, 0.9), got {quantiles}")
 
-    # Calibration state as in steady state: --calibration-fill past magnitudes per series.
-    fill = args.calibration_fill
-    history = magnitude_history(n_series, fill, scoring.ewma_alpha, args.seed)
-    rss0 = rss_mb()
-    t0 = time.perf_counter()
-    bank = fill_calibrators(history, scoring)
-    bank_build = time.perf_counter() - t0
-    bank_mb = rss_mb() - rss0
-    t0 = time.perf_counter()
-    vector = VectorCalibrator(history, scoring)
-    vector_build = time.perf_counter() - t0
-    last0 = history[:, -1].copy()
-    del history
+    memory = prepare_states(detector, data.history, data.history_ts)
+    per = PER_SERIES / n_series
     console.print(
-        f"  N={n_series:,}: calibrator bank ({fill} scores/series) built in {bank_build:.1f}s, "
-        f"+{bank_mb:,.0f} MB RSS; vector prototype {vector.nbytes / 2**20:,.0f} MB, "
-        f"{vector_build:.1f}s; LSTM weights: {weights}"
+        f"  N={n_series:,}: detector states fed {args.history_steps} steps each in "
+        f"{memory.prepare_seconds:.1f}s; {memory.json_bytes / n_series:,.0f} B JSON/series, "
+        f"per {PER_SERIES:,} series {memory.json_bytes * per / 2**20:,.1f} MB JSON, "
+        f"{memory.objects_bytes * per / 2**20:,.1f} MB as objects "
+        f"(+{memory.objects_rss_mb * per:,.1f} MB RSS); LSTM weights: {weights}"
     )
-
-    last = {name: last0.copy() for name in MODELS}
-    last_vector = last0.copy()
-    last_service = last0.copy()
-    previous: dict[str, np.ndarray] = {}
-    # Cycle 0 makes the first forecasts; cycle 1 is an untimed warm-up of everything.
-    for name, model in models.items():
-        previous[name] = model.predict(cycles[0].batch).values[:, 0, :]
+    # Each model's cycle scores with its own stored states (strings: the copies share them).
+    stored = {name: list(memory.texts) for name in MODELS}
+    checked: list[np.ndarray] = []  # the lstm cycles' scores, for the check below
     bf16_gap: list[float] = []
     results: dict[str, Timing] = {}
 
     def timing(key: str, label: str) -> Timing:
         return results.setdefault(key, Timing(label, n_series))
 
-    for c in range(1, len(cycles)):
-        cycle = cycles[c]
-        timed = c >= 2
-        lstm_predict = 0.0
+    for c, cycle in enumerate(data.cycles[: 1 + args.repeats]):
+        timed = c >= 1
         for name, model in models.items():
+            scored = score_newest(detector, stored[name], cycle.ts, cycle.observed)
             t_a = time.perf_counter()
             forecast = model.predict(cycle.batch).values
-            t_b = time.perf_counter()
-            last[name], _ = score_production(
-                cycle.observed, previous[name], last[name], bank, scoring
-            )
-            t_c = time.perf_counter()
-            if name == "lstm":
-                lstm_predict = t_b - t_a
-                lstm_previous = previous[name]
-            previous[name] = forecast[:, 0, :]
+            t_predict = time.perf_counter() - t_a
+            if np.isnan(scored.scores).any():
+                problems.append(f"N={n_series} {name}: a series' new step was not scored")
             if not np.isfinite(forecast).all() or forecast.shape != (n_series, HORIZON, 3):
                 problems.append(f"N={n_series} {name}: forecast not finite or mis-shaped")
+            if name == "lstm":
+                checked.append(scored.scores[:CHECK_SERIES])
             if timed:
-                timing(f"{name}_cycle", f"{name}: forecast + score").seconds.append(t_c - t_a)
-                timing(f"{name}_predict", f"{name}: forecast only").seconds.append(t_b - t_a)
-                timing(f"{name}_score", f"{name}: score only (Calibrator)").seconds.append(
-                    t_c - t_b
+                timing(f"{name}_cycle", f"{name}: forecast + score").seconds.append(
+                    scored.seconds + t_predict
                 )
-        # What-if: the vectorised calibrator prototype on the LSTM's residuals.
-        t_a = time.perf_counter()
-        last_vector, _ = score_vectorised(
-            cycle.observed, lstm_previous, last_vector, vector, scoring
-        )
-        t_vec = time.perf_counter() - t_a
-        # What-if: forecast_cycle's per-series loop (lists as ForecastRow.values holds them).
-        rows = [[q] for q in lstm_previous.tolist()]
-        t_a = time.perf_counter()
-        score_service_loop(cycle.observed, rows, quantiles, last_service, bank, scoring)
-        t_service = time.perf_counter() - t_a
+                timing(f"{name}_predict", f"{name}: forecast only").seconds.append(t_predict)
+                timing(f"{name}_score", f"{name}: score only (Detector per series)").seconds.append(
+                    scored.seconds
+                )
+                if name == "lstm":
+                    timing("score_update", "score part: Detector.update").seconds.append(
+                        scored.update
+                    )
+                    timing(
+                        "score_state_json", "score part: state from_json + to_json"
+                    ).seconds.append(scored.from_json + scored.to_json)
         # What-ifs for the forward pass: smaller predict batches, bfloat16, one thread.
         t_a = time.perf_counter()
         small = lstm_1024.predict(cycle.batch).values
@@ -715,22 +507,13 @@ def run_throughput(
             lstm_1024.predict(cycle.batch)
             t_one = time.perf_counter() - t_a
             torch.set_num_threads(args.threads)
-        reference = models["lstm"].predict(cycle.batch).values if not timed else None
-        if reference is not None:
+        if not timed:
+            reference = models["lstm"].predict(cycle.batch).values
             if not np.allclose(reference, small, rtol=1e-4, atol=1e-4 * np.abs(reference).max()):
                 problems.append(f"N={n_series}: predict_batch_size=1024 changes the forecast")
             band = np.maximum(reference[:, :, 2] - reference[:, :, 0], 1e-9)
             bf16_gap.append(float(np.max(np.abs(half[:, :, 1] - reference[:, :, 1]) / band)))
-        if timed:
-            timing("score_vectorised", "what-if: score only, VectorCalibrator").seconds.append(
-                t_vec
-            )
-            timing(
-                "lstm_cycle_vectorised", "what-if: lstm forecast + VectorCalibrator score"
-            ).seconds.append(lstm_predict + t_vec)
-            timing(
-                "score_service_loop", "what-if: score only, forecast_cycle per-series loop"
-            ).seconds.append(t_service)
+        else:
             timing("lstm_predict_b1024", "what-if: lstm forecast, predict_batch_size=1024")
             results["lstm_predict_b1024"].seconds.append(t_1024)
             timing("lstm_predict_b1024_bf16", "what-if: lstm forecast, b1024 + bf16 autocast")
@@ -738,42 +521,45 @@ def run_throughput(
             if t_one is not None:
                 timing("lstm_predict_b1024_1thread", "what-if: lstm forecast, b1024, 1 thread")
                 results["lstm_predict_b1024_1thread"].seconds.append(t_one)
-            timing(
-                "lstm_cycle_b1024_vectorised",
-                "what-if: lstm b1024 forecast + VectorCalibrator score",
-            ).seconds.append(t_1024 + t_vec)
 
-    # A merge happens every B cycles; charge it pro rata (the run is shorter than B cycles).
-    vector.merge()
-    merge_seconds = vector.merge_seconds[-1]
-    amortised = merge_seconds / vector.b
-    for key in ("score_vectorised", "lstm_cycle_vectorised", "lstm_cycle_b1024_vectorised"):
-        results[key].seconds = [s + amortised for s in results[key].seconds]
+    # Scoring a few points per cycle through JSON must give the scores of one whole-history run.
+    k = min(n_series, CHECK_SERIES)
+    h = args.history_steps
+    every_ts = np.concatenate([data.history_ts, [cycle.ts[0] for cycle in data.cycles]])
+    for i in range(k):
+        values = np.concatenate([data.history[i], [cycle.observed[i] for cycle in data.cycles]])
+        whole = detector.update(None, every_ts[: h + len(checked)], values[: h + len(checked)])
+        cycled = np.array([scores[i] for scores in checked])
+        if not np.allclose(cycled, whole.score[h:], rtol=1e-9, atol=1e-12):
+            problems.append(f"N={n_series}: series {i} scored cycle by cycle differs from one run")
+            break
 
-    if args.profile and n_series == max(args.series):
-        cycle = cycles[-1]
+    if profiling:
+        cycle = data.cycles[-1]
 
         def one_cycle() -> None:
+            score_newest(detector, stored["lstm"], cycle.ts, cycle.observed)
             lstm.predict(cycle.batch)
-            score_production(cycle.observed, previous["lstm"], last["lstm"].copy(), bank, scoring)
 
-        profiles.append(profile(f"lstm forecast + score, N={n_series:,}", one_cycle))
+        profiles.append(profile(f"lstm cycle: score + forecast, N={n_series:,}", one_cycle))
 
     base = results["median_band_cycle"].series_per_second
     ratios = {f"{key}/median_band_cycle": t.series_per_second / base for key, t in results.items()}
-    ratios["lstm_cycle/median_band_cycle"] = results["lstm_cycle"].series_per_second / base
     report = {
         "series": n_series,
         "lstm_weights": weights,
-        "calibration_fill": fill,
-        "calibrator_bank_build_seconds": bank_build,
-        "calibrator_bank_rss_mb": bank_mb,
-        "calibrator_bank_bytes_per_score": bank_mb
-        * 2**20
-        / max(1, n_series * min(fill, scoring.calibration_size)),
-        "vector_calibrator_mb": vector.nbytes / 2**20,
-        "vector_calibrator_merge_seconds": merge_seconds,
-        "vector_calibrator_merge_every": vector.b,
+        "history_steps": args.history_steps,
+        "detector_states": {
+            "prepare_seconds": memory.prepare_seconds,
+            "json_bytes": memory.json_bytes,
+            "json_bytes_per_series": memory.json_bytes / n_series,
+            "objects_bytes": memory.objects_bytes,
+            "objects_rss_mb": memory.objects_rss_mb,
+            f"objects_mb_per_{PER_SERIES}_series": memory.objects_bytes * per / 2**20,
+            f"json_mb_per_{PER_SERIES}_series": memory.json_bytes * per / 2**20,
+            f"objects_rss_mb_per_{PER_SERIES}_series": memory.objects_rss_mb * per,
+        },
+        "detector_check_series": k,
         "bf16_max_p50_shift_over_band": max(bf16_gap) if bf16_gap else None,
         "results": {key: t.to_json() for key, t in results.items()},
         "ratios": ratios,
@@ -799,8 +585,8 @@ def parse_series(text: str) -> list[int]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Forecast + score throughput (LSTM vs median_band and naive, same run) and "
-        "LSTM training time / peak memory, on generated data.",
+        description="Forecast + detector scoring throughput (LSTM vs median_band and naive, same "
+        "run), detector state memory, and LSTM training time / peak memory, on generated data.",
     )
     parser.add_argument(
         "--series", type=parse_series, default=[1000, 10000], help="N per cycle (1000,10000)"
@@ -814,11 +600,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=os.cpu_count() or 1, help="torch threads (os.cpu_count())"
     )
     parser.add_argument(
-        "--calibration-fill",
+        "--history-steps",
         type=int,
-        default=ScoringConfig().calibration_size,
-        help="past scores per series in the calibrators; the default, calibration_size (5000), "
-        "is the steady state (about 2.5 GB of Python lists at 10,000 series)",
+        default=HISTORY_STEPS,
+        help=f"past values fed to each series' detector before the timed cycles ({HISTORY_STEPS}; "
+        "a state reaches its steady size after the detector's window, 72)",
     )
     parser.add_argument("--train-series", type=int, default=1000, help="training series (1000)")
     parser.add_argument("--train-days", type=int, default=7, help="training days at 60 s (7)")
@@ -842,8 +628,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.hidden < 1 or args.threads < 1 or args.context_length < 2:
         parser.error("--repeats, --hidden, --threads must be positive, --context-length >= 2")
-    if args.calibration_fill < 0 or args.train_series < 1 or args.train_days < 1:
-        parser.error("--calibration-fill >= 0, --train-series and --train-days positive")
+    if args.history_steps < args.context_length:
+        parser.error("--history-steps must be at least --context-length")
+    if args.train_series < 1 or args.train_days < 1:
+        parser.error("--train-series and --train-days must be positive")
     if args.max_epochs is not None and args.max_epochs < 1:
         parser.error("--max-epochs must be positive")
     return args
@@ -860,14 +648,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}); load average at start "
         f"{load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}"
     )
-    problems = check_vector_calibrator(args.seed)
-    if problems:
-        console.print("[red bold]CHECK FAILURE[/]: the vectorised calibrator prototype is wrong")
-        for problem in problems:
-            console.print(f"  - {problem}")
-        return 1
-    console.print("gate: VectorCalibrator == models.scoring.Calibrator (ties, gaps, evictions)")
-
     training: dict[str, Any] | None = None
     trained: GlobalLSTMForecaster | None = None
     profiles: list[str] = []
@@ -900,18 +680,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "median_band_predict",
         "naive_predict",
         "lstm_score",
-        "score_service_loop",
-        "score_vectorised",
+        "median_band_score",
+        "naive_score",
+        "score_update",
+        "score_state_json",
         "lstm_predict_b1024",
         "lstm_predict_b1024_bf16",
         "lstm_predict_b1024_1thread",
-        "lstm_cycle_vectorised",
-        "lstm_cycle_b1024_vectorised",
     )
     table = Table(
-        title=f"forecast + score throughput (median of {args.repeats}; {args.threads} torch "
-        f"threads, {os.cpu_count()} cpus; context {args.context_length}, horizon {HORIZON}, "
-        f"hidden {args.hidden})"
+        title=f"forecast + detector score throughput (median of {args.repeats}; "
+        f"{args.threads} torch threads, {os.cpu_count()} cpus; "
+        f"context {args.context_length}, horizon {HORIZON}, hidden {args.hidden})"
     )
     for column in ("N", "measurement", "seconds (median)", "min-max", "series/s"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
@@ -931,19 +711,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         table.add_section()
     console.print(table)
+    mt = Table(
+        title=f"detector state memory per {PER_SERIES:,} series (states fed "
+        f"{args.history_steps} steps each)"
+    )
+    for column in (
+        "N",
+        "JSON B/series",
+        "JSON MB (sum nbytes)",
+        "MB as objects (tracemalloc)",
+        "RSS MB added",
+        "prepare s (untimed)",
+    ):
+        mt.add_column(column, justify="right")
+    for key_n, report in throughput.items():
+        st = report["detector_states"]
+        mt.add_row(
+            f"{int(key_n):,}",
+            f"{st['json_bytes_per_series']:,.0f}",
+            f"{st[f'json_mb_per_{PER_SERIES}_series']:,.1f}",
+            f"{st[f'objects_mb_per_{PER_SERIES}_series']:,.1f}",
+            f"{st[f'objects_rss_mb_per_{PER_SERIES}_series']:,.1f}",
+            f"{st['prepare_seconds']:.1f}",
+        )
+    console.print(mt)
     for key_n, report in throughput.items():
         lstm = report["results"]["lstm_cycle"]
         console.print(
             f"N={int(key_n):,}: LSTM forecast + score {lstm['series_per_second']:,.0f} series/s "
             f"(target {TARGET_SERIES_PER_SECOND:,}: "
             f"{'met' if report['meets_target'] else 'NOT met'}); LSTM / median_band = "
-            f"{report['ratios']['lstm_cycle/median_band_cycle']:.3f}x; calibrator bank "
-            f"+{report['calibrator_bank_rss_mb']:,.0f} MB RSS "
-            f"({report['calibrator_bank_bytes_per_score']:.0f} B/score), prototype "
-            f"{report['vector_calibrator_mb']:,.0f} MB (merge "
-            f"{report['vector_calibrator_merge_seconds']:.3f}s "
-            f"every {report['vector_calibrator_merge_every']} cycles, charged pro rata); bf16 "
-            f"p50 shift <= {report['bf16_max_p50_shift_over_band'] or float('nan'):.3f} band widths"
+            f"{report['ratios']['lstm_cycle/median_band_cycle']:.3f}x; bf16 p50 shift <= "
+            f"{report['bf16_max_p50_shift_over_band'] or float('nan'):.3f} band widths"
         )
 
     if training is not None:
@@ -999,8 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "hidden_size": args.hidden,
             "step": STEP,
             "seed": args.seed,
-            "calibration_fill": args.calibration_fill,
-            "scoring": ScoringConfig().model_dump(),
+            "history_steps": args.history_steps,
+            "detector": detector_config(ModelSettings().detector).model_dump(),
             "lstm": lstm_config(args).model_dump(),
             "train_series": None if args.no_train else args.train_series,
             "train_days": None if args.no_train else args.train_days,

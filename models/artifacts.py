@@ -75,6 +75,9 @@ class ArtifactMetadata(BaseModel):
     weights_sha256: str | None = Field(
         default=None, pattern=SHA256
     )  # None: the forecaster has no weights (a baseline)
+    #: The anomaly detector's settings served with this version (models.detector); None in
+    #: artifacts made before detectors were saved with their model: those serve the defaults.
+    detector: dict[str, Any] | None = None
 
     @field_validator("created_at", "train_start", "train_end")
     @classmethod

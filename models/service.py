@@ -55,6 +55,7 @@ class ServingModels:
         self.cold_start = cold_start
         self.cold_config = cold_config
         self._loaded: dict[int, tuple[int | None, Forecaster]] = {}
+        self._detector: dict[int, dict[str, Any]] = {}
 
     def for_step(self, db_session: Session, step: int) -> Forecaster:
         family = registry.family_for(step)
@@ -62,9 +63,17 @@ class ServingModels:
         cached = self._loaded.get(step)
         if row is not None and (cached is None or cached[0] != row.id):
             try:
-                forecaster, _ = load_model(Path(row.path))
+                forecaster, metadata = load_model(Path(row.path))
                 self._loaded[step] = (row.id, forecaster)
+                self._detector[step] = dict(metadata.detector or {})
                 log.info("serving %s v%d (%s)", family, row.version, row.forecaster)
+                if metadata.detector is None:
+                    log.info(
+                        "%s v%d was saved without detector settings (an older artifact): "
+                        "its series are scored with the detector's defaults",
+                        family,
+                        row.version,
+                    )
             except ModelArtifactError as exc:
                 log.error(
                     "active model %s v%d cannot be loaded, keeping the previous one: %s",
@@ -75,6 +84,10 @@ class ServingModels:
         if step not in self._loaded:
             self._loaded[step] = (None, self.cold(step))
         return self._loaded[step][1]
+
+    def detector_settings(self, step: int) -> dict[str, Any]:
+        """The detector settings saved with the model serving `step` ({}: the defaults)."""
+        return dict(self._detector.get(step, {}))
 
     def cold(self, step: int) -> Forecaster:
         forecaster = build(self.cold_start, self.cold_config)
@@ -543,6 +556,7 @@ def train_model(
     now: datetime,
     on_epoch: EpochCallback | None = None,
     loader: Callable[[Path], tuple[Forecaster, ArtifactMetadata]] = load_model,
+    detector: DetectorConfig | None = None,
 ) -> TrainingOutcome:
     """Fit a new version, compare it with the active one on the held-out tail, register it, and
     promote it only if its held-out loss is lower (or nothing is active yet)."""
@@ -591,6 +605,7 @@ def train_model(
             "best_val_loss": report.best_val_loss,
             "epochs": float(report.epochs),
         },
+        detector=(detector or DetectorConfig()).model_dump(mode="json"),
     )
     path = save_model(forecaster, model_dir / family / f"v{version}", metadata=metadata)
     row = registry.register(

@@ -38,8 +38,10 @@ class ServiceContext:
     wake_executor: Callable[[], None] = field(default=lambda: None)
 
     def detector_for(self, target: TargetSettings) -> DetectorConfig:
-        """The target's detector: models.detector overridden by the target's own settings."""
-        return detector_config(self.settings.models.detector, target.detector)
+        """The target's detector: the settings saved with the model serving its step, then
+        models.detector, then the target's own settings, each over the one before."""
+        saved = self.models.detector_settings(target.step_seconds)
+        return detector_config({**saved, **self.settings.models.detector}, target.detector)
 
     def loaded_playbooks(self) -> dict[str, Playbook]:
         """The playbooks, read once from settings.remediation.playbooks_dir if not given."""

@@ -12,6 +12,7 @@ from ingest import service as ingest_service
 from ingest.errors import IngestError
 from ingest.service import IngestSummary
 from models import service as model_service
+from models.detector import detector_config
 from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
 from prognos.context import ServiceContext
@@ -203,6 +204,7 @@ def retrain(
                 targets=[t.name for t in targets],
                 now=now,
                 on_epoch=on_epoch,
+                detector=detector_config(settings.models.detector),
             )
             session.commit()
         log.info(

@@ -195,6 +195,43 @@ def test_training_registers_promotes_and_a_worse_model_is_rejected(
     assert (tmp_path / "step60s" / "v1" / "weights.pt").is_file()
 
 
+def test_the_detector_settings_are_saved_with_the_model_and_old_artifacts_serve_defaults(
+    sessions: sessionmaker[Session], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    with sessions() as session:
+        train_model(
+            session,
+            histories=histories(),
+            forecaster_name="median_band",
+            forecaster_config={"context_length": 30, "horizon": 10},
+            holdout=0.2,
+            model_dir=tmp_path,
+            targets=["cpu"],
+            now=now,
+            detector=DetectorConfig(threshold=4.5),
+        )
+        session.commit()
+    metadata = tmp_path / "step60s" / "v1" / "metadata.json"
+    assert json.loads(metadata.read_text())["detector"]["threshold"] == 4.5
+    models = ServingModels(cold_start="median_band", cold_config={})
+    with sessions() as session:
+        models.for_step(session, STEP)
+    assert models.detector_settings(STEP)["threshold"] == 4.5
+
+    # An artifact from before detectors were saved: it loads, and says the defaults apply.
+    raw = json.loads(metadata.read_text())
+    del raw["detector"]
+    metadata.write_text(json.dumps(raw))
+    fresh = ServingModels(cold_start="median_band", cold_config={})
+    with sessions() as session, caplog.at_level("INFO"):
+        assert fresh.for_step(session, STEP).name == "median_band"
+    assert fresh.detector_settings(STEP) == {}
+    assert "without detector settings" in caplog.text
+
+
 def test_a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -62,3 +62,32 @@ def test_the_scheduler_runs_each_job_without_overlap(tmp_path: Path) -> None:
         assert all(job.max_instances == 1 and job.coalesce for job in jobs.values())
     finally:
         context.engine.dispose()
+
+
+def test_each_target_gets_its_detector_and_a_bad_one_is_refused_naming_it(tmp_path: Path) -> None:
+    import pytest
+
+    from core.errors import ConfigError
+
+    settings = Settings(
+        data_dir=tmp_path,
+        models={"detector": {"threshold": 4.0}},
+        targets=[
+            {"name": "cpu", "query": "x"},
+            {"name": "latency", "query": "y", "detector": {"novelty_rows": 12}},
+        ],
+    )
+    context = build_context(settings)
+    try:
+        cpu, latency = (context.detector_for(t) for t in context.targets)
+        assert (cpu.threshold, cpu.novelty_rows) == (4.0, 6)
+        assert (latency.threshold, latency.novelty_rows) == (4.0, 12)
+    finally:
+        context.engine.dispose()
+    bad = settings.model_copy(
+        update={
+            "targets": [settings.targets[0].model_copy(update={"detector": {"novelty_rows": -1}})]
+        }
+    )
+    with pytest.raises(ConfigError, match=r"targets\.cpu: .*novelty_rows"):
+        build_context(bad)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.spans import normalize_spans
-from rca.analysis import GUARD_S, epoch_ns, onset_windows
+from rca.analysis import DETECT_ONSET, GUARD_S, detect_onset, epoch_ns, onset_windows
 
 NEZHA_SPAN_COLUMNS = {
     "TraceID": "trace_id",
@@ -155,45 +155,58 @@ class NezhaWindows:
     spans: pd.DataFrame
     baseline: tuple[int, int]
     incident: tuple[int, int]
+    onset: int  #: epoch ns: the labelled injection time, or the change found near it
 
 
-def case_windows(case: NezhaCase, *, guard_s: float = GUARD_S) -> NezhaWindows:
+def case_windows(
+    case: NezhaCase, *, guard_s: float = GUARD_S, detect: bool = DETECT_ONSET
+) -> NezhaWindows:
     """The case's spans (baseline file + the two incident files) and onset-relative windows in
-    epoch ns (`rca.analysis.onset_windows` from the labelled injection time).
+    epoch ns (`rca.analysis.onset_windows`), from the labelled injection time or, with `detect`,
+    from the change in the spans nearest it (`rca.analysis.detect_onset`).
 
     Minute files overlap and run past their minute, so the windows are cut by span start time,
     never at a file boundary: the reference is every span that started before the onset minus
     the guard band, the incident every span from the onset on. A fault-free minute recorded at
-    another time is moved to end just before that reference ends."""
+    another time is moved to end just before that reference ends (and is not searched for the
+    onset: its seam is no change of the system's)."""
     if not case.usable:
         raise ValueError(f"case {case.name} lacks {', '.join(case.missing())}")
     assert case.baseline_file is not None
-    onset = int(case.inject_time.as_unit("ns").value)
-    guard_end = onset - int(guard_s * 1e9)
     parts = [read_nezha_spans(p) for p in case.incident_files if p is not None]
     quiet = read_nezha_spans(case.baseline_file)
-    if case.baseline_file.parent == case.metric_dir.parent / "trace":
+    same_day = case.baseline_file.parent == case.metric_dir.parent / "trace"
+    if same_day:
         parts.append(quiet)  # the injection minute: same time line
-    else:
-        first = min(int(p["start_ns"].min()) for p in parts if len(p))
-        shift = int(quiet["start_ns"].max()) - min(first, guard_end) + 1
-        parts.append(
-            quiet.assign(start_ns=quiet["start_ns"] - shift, end_ns=quiet["end_ns"] - shift)
-        )
-    spans = pd.concat(parts, ignore_index=True).drop_duplicates("span_id", ignore_index=True)
+    live = pd.concat(parts, ignore_index=True).drop_duplicates("span_id", ignore_index=True)
+    onset = int(case.inject_time.as_unit("ns").value)
+    if detect:
+        onset = detect_onset(live, onset)
+    guard_end = onset - int(guard_s * 1e9)
+    spans = live
+    if not same_day:
+        shift = int(quiet["start_ns"].max()) - min(int(live["start_ns"].min()), guard_end) + 1
+        moved = quiet.assign(start_ns=quiet["start_ns"] - shift, end_ns=quiet["end_ns"] - shift)
+        spans = pd.concat([live, moved], ignore_index=True)
+        spans = spans.drop_duplicates("span_id", ignore_index=True)
     starts = spans["start_ns"]
     reference, incident = onset_windows(
         onset, start_ns=int(starts.min()), end_ns=int(starts.max()) + 1, guard_s=guard_s
     )
-    return NezhaWindows(spans, reference, incident)
+    return NezhaWindows(spans, reference, incident, onset)
 
 
 def metric_windows(
-    case: NezhaCase, metrics: pd.DataFrame, *, guard_s: float = GUARD_S
+    case: NezhaCase,
+    metrics: pd.DataFrame,
+    *,
+    guard_s: float = GUARD_S,
+    onset_ns: int | None = None,
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """(reference, incident) in epoch ns for a case's 1-minute metrics: everything recorded
-    before the onset minus the guard band (whole days here), and the incident from the onset."""
-    onset = int(case.inject_time.as_unit("ns").value)
+    before the onset (the labelled one unless given) minus the guard band (whole days here), and
+    the incident from the onset."""
+    onset = int(case.inject_time.as_unit("ns").value) if onset_ns is None else onset_ns
     stamps = epoch_ns(metrics.index) if len(metrics) else np.array([onset])
     return onset_windows(
         onset, start_ns=int(stamps.min()), end_ns=int(stamps.max()) + 1, guard_s=guard_s

@@ -124,7 +124,7 @@ def evaluate_nezha(
             continue
         metrics = _metrics_of(case, metrics_by_day)
         windows = case_windows(case, guard_s=guard_s)
-        m_base, m_incident = metric_windows(case, metrics, guard_s=guard_s)
+        m_base, m_incident = metric_windows(case, metrics, guard_s=guard_s, onset_ns=windows.onset)
         base_rows, incident_rows = _rows(metrics, m_base), _rows(metrics, m_incident)
 
         def ours(
@@ -178,7 +178,7 @@ def gather_nezha(root: Path, *, guards: Sequence[float] = GRID["guard_s"]) -> li
                 baseline=w.baseline,
                 incident=w.incident,
                 metrics=metrics,
-                metric_windows=metric_windows(case, metrics, guard_s=guard),
+                metric_windows=metric_windows(case, metrics, guard_s=guard, onset_ns=w.onset),
             )
         out.append(GatheredCase(case.name, case.fault_type, case.service, by_guard))
     return out

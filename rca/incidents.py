@@ -5,11 +5,12 @@ spans of the last `rca.baseline`) to one of the incident's services, or is one o
 incident's last alarm is at most `rca.join_within` old; otherwise it opens a new incident. An
 incident closes once none of its alarms has fired for `rca.clear_after`. Whenever an incident
 opens or gains a service, its report is recomputed from a bounded read of the span store: the
-onset is the first alarm less `ALARM_LEAD`; the reference is [onset - `rca.baseline`, onset -
-guard band) and the incident at most `rca.analysis.INCIDENT_S` from the onset (the windows of
-`rca.analysis.onset_windows`, the same rules as `rca-eval`), with the alarms' scores as model
-evidence per service. Everything happens
-in the caller's transaction: an incident is written whole or not at all.
+onset is the change in the spans nearest the first alarm less `ALARM_LEAD`
+(`rca.analysis.detect_onset`); the reference runs from `rca.baseline` before that alarm to a
+guard band before the onset, the incident at most `rca.analysis.INCIDENT_S` from the onset (the
+windows of `rca.analysis.onset_windows`, the same rules as `rca-eval`), with the alarms' scores
+as model evidence per service. Everything happens in the caller's transaction: an incident is
+written whole or not at all.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from sqlalchemy.orm import Session
 
 from core.settings import RcaSettings
 from ingest.span_store import read_spans
-from rca.analysis import analyze, annotate, call_edges, onset_windows
+from rca.analysis import (
+    DETECT_ONSET,
+    INCIDENT_S,
+    ONSET_SEARCH_S,
+    analyze,
+    annotate,
+    call_edges,
+    detect_onset,
+    onset_windows,
+)
 from rca.findings import RcaReport, render_html, render_markdown
 from rca.tables import IncidentRow
 
@@ -56,6 +66,10 @@ class GroupingResult:
 
 def _ns(t: datetime) -> int:
     return int(t.timestamp() * 1e9)
+
+
+def _ns_of(span: timedelta) -> int:
+    return int(span.total_seconds() * 1e9)
 
 
 def _components(edges: set[tuple[str, str]]) -> dict[str, int]:
@@ -148,15 +162,16 @@ def _diagnose(
     settings: RcaSettings,
     scores: Mapping[str, float],
 ) -> None:
-    # An alarm fires some scores after its series moved: date the onset back by that lead, so
-    # the reference (which also ends a guard band earlier) holds no spans of the fault.
-    onset = row.opened_at - ALARM_LEAD
-    reference, incident = onset_windows(
-        _ns(onset), start_ns=_ns(onset - settings.baseline), end_ns=_ns(now) + 1
-    )
-    # A bounded read: the reference and at most INCIDENT_S from the onset, however long the
-    # incident has been open.
-    spans = read_spans(db_session, reference[0], incident[1])
+    # An alarm fires some scores after its series moved: look for the change in the spans from
+    # the first alarm less that lead, so the reference (which also ends a guard band earlier)
+    # holds no spans of the fault.
+    near = _ns(row.opened_at - ALARM_LEAD)
+    first = near - _ns_of(settings.baseline)
+    # A bounded read: the reference and at most INCIDENT_S past the latest onset found.
+    last = min(_ns(now) + 1, near + int((ONSET_SEARCH_S + INCIDENT_S) * 1e9))
+    spans = read_spans(db_session, first, last)
+    onset = detect_onset(spans, near) if DETECT_ONSET and len(spans) else near
+    reference, incident = onset_windows(onset, start_ns=first, end_ns=last)
     if len(spans):
         # Only the part of the call graph the incident's services belong to.
         component = _components(call_edges(annotate(spans)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from rca.analysis import analyze, annotate, call_edges, call_path, robust_z
+from rca.analysis import analyze, annotate, call_edges, call_path, detect_onset, robust_z
 from sim.traces import Fault, System
 
 T0 = 1_700_000_000 * 10**9
@@ -95,3 +95,14 @@ def test_graph_self_time_and_robust_z() -> None:
     assert call_path(set(), ["front"], "lost") == ["lost"]
     assert robust_z(10.0, pd.Series([1.0, 1.0, 1.0]).to_numpy()) > 100
     assert robust_z(1.0, pd.Series([], dtype=float).to_numpy()) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["slow", "errors", "network", "cpu"])
+@pytest.mark.parametrize("label_off_s", [-40, 0, 40])
+def test_the_onset_is_found_in_the_spans_when_the_label_is_off(kind: str, label_off_s: int) -> None:
+    start = T0 + 5 * MIN
+    culprit = "svc06"
+    fault = Fault(kind, culprit, start_ns=start)
+    spans = SYSTEM.traces(start_ns=T0, end_ns=T0 + 8 * MIN, requests=900, fault=fault)
+    found = detect_onset(spans, start + label_off_s * 10**9)
+    assert abs(found - start) <= 10 * 10**9

@@ -110,9 +110,11 @@ def test_case_windows_are_cut_at_the_onset_with_a_guard_band_not_at_file_edges(
     tmp_path: Path,
 ) -> None:
     case = nezha_cases(build(tmp_path))[0]
-    onset = int(case.inject_time.value)
-    for guard in (0.0, 20.0):
-        windows = case_windows(case, guard_s=guard)
+    label = int(case.inject_time.value)
+    for guard, detect in ((0.0, False), (20.0, False), (20.0, True)):
+        windows = case_windows(case, guard_s=guard, detect=detect)
+        onset = windows.onset
+        assert onset == label or (detect and abs(onset - label) <= 10 * 10**9)
         assert windows.baseline[1] == onset - int(guard * 1e9)  # not the injection file's end
         assert windows.incident[0] == onset
         starts = windows.spans["start_ns"]
@@ -121,8 +123,8 @@ def test_case_windows_are_cut_at_the_onset_with_a_guard_band_not_at_file_edges(
         )
     metrics = read_nezha_metrics(case.metric_dir)
     reference, incident = metric_windows(case, metrics, guard_s=60.0)
-    assert reference == (int(metrics.index.min().value), onset - 60 * 10**9)  # the whole history
-    assert incident[0] == onset
+    assert reference == (int(metrics.index.min().value), label - 60 * 10**9)  # the whole history
+    assert incident[0] == label
 
 
 def test_the_evaluation_runs_the_usable_case_and_lists_the_other(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The method measured on generated systems: every fault kind injected at every service of
 several systems (network delay: every service but the entry, whose inbound edge no span
-shows), with the label off the true onset by up to 10 s either way; the
+shows), with the label off the true onset by up to 30 s either way; the
 share of cases whose culprit ranks first must stay high. A rate, not hand-picked culprits."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from rca.analysis import analyze, onset_windows
+from rca.analysis import analyze, detect_onset, onset_windows
 from rca.evaluation import accuracy
 from sim.traces import FAULT_KINDS, Fault, System
 
@@ -24,13 +24,15 @@ REQUESTS = 240  #: traces in 4 minutes: a small, busy system
 def _case(system: System, kind: str, culprit: str, seed: int) -> tuple[str, list[str]]:
     rng = np.random.default_rng([seed, system.services.index(culprit), FAULT_KINDS.index(kind)])
     start = T0 + 150 * S  # the fault starts here...
-    label = start + int(rng.uniform(-10, 10) * S)  # ...but is labelled within 10 s of it
+    label = start + int(rng.uniform(-30, 30) * S)  # ...but is labelled up to 30 s off
     operation = system.operations[culprit][0] if kind == "slow" else None
-    fault = Fault(kind, culprit, operation, start_ns=start)
+    magnitude = float(rng.uniform(0.3, 1.0))  # from barely to clearly visible
+    fault = Fault(kind, culprit, operation, start_ns=start, magnitude=magnitude)
     end = T0 + 240 * S
     spans = system.traces(start_ns=T0, end_ns=end, requests=REQUESTS, fault=fault, seed=seed)
     metrics = system.metrics(start_ns=T0, end_ns=end, fault=fault, seed=seed)
-    reference, incident = onset_windows(label, start_ns=T0, end_ns=end)
+    onset = detect_onset(spans, label)  # as rca-eval and the daemon do
+    reference, incident = onset_windows(onset, start_ns=T0, end_ns=end)
     report = analyze(spans, baseline=reference, incident=incident, metrics=metrics)
     return culprit, report.ranking()
 
@@ -51,7 +53,7 @@ def test_each_fault_kind_names_its_service_first_in_most_cases(kind: str) -> Non
     scores = accuracy(results(kind))
     assert scores["cases"] >= len(SEEDS) * (SERVICES - 1)
     assert scores["AC@1"] >= 0.85, (kind, scores, [r for r in results(kind) if r[0] != r[1][0]])
-    assert scores["AC@3"] >= 0.95
+    assert scores["AC@3"] >= 0.9
 
 
 def test_over_all_kinds_the_culprit_ranks_first_nine_times_in_ten() -> None:

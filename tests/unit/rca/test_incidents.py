@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import RcaSettings
 from ingest.span_store import store_spans
 from rca import incidents
-from rca.analysis import INCIDENT_S
+from rca.analysis import INCIDENT_S, ONSET_SEARCH_S
 from rca.incidents import group_alarms, list_incidents
 from sim.traces import Fault, System
 
@@ -117,6 +117,6 @@ def test_diagnosis_reads_a_bounded_window_however_long_the_incident_is_open(
         (row,) = list_incidents(session, status="open")
         assert row.top_suspect == "svc06"
     diagnosis = reads[-1]
-    onset = int((ONSET + timedelta(minutes=1) - incidents.ALARM_LEAD).timestamp()) * 10**9
-    assert diagnosis[0] == onset - int(SETTINGS.baseline.total_seconds()) * 10**9
-    assert diagnosis[1] <= onset + int(INCIDENT_S * 10**9)
+    near = int((ONSET + timedelta(minutes=1) - incidents.ALARM_LEAD).timestamp()) * 10**9
+    assert diagnosis[0] == near - int(SETTINGS.baseline.total_seconds()) * 10**9
+    assert diagnosis[1] <= near + int((ONSET_SEARCH_S + INCIDENT_S) * 10**9)

@@ -30,7 +30,10 @@ with the line's prediction interval. A daily peak that yesterday also reached st
 limit there (the difference has no trend); a leak, a creep or a filling queue is a trend in the
 difference. The crossing probability is then the smaller of the forecast's and this one's (both
 must see a crossing); without enough history (the first season of a series, or gaps), the
-forecast's alone.
+forecast's alone. The check reads only two short stretches of each series
+(`BreachConfig.seasonal_offsets`): the newest trend window, and the trend window plus the horizon
+one season earlier; a caller holding many series can pass just those (`SeasonalWindow`) instead
+of a whole day.
 
 The ETA is the first horizon step whose forecast probability reaches
 `BreachConfig.eta_probability` (0.5 by default: the median forecast reaches the threshold).
@@ -119,6 +122,15 @@ class BreachConfig(BaseModel):
         """Newest steps of history the seasonal check reads (0: none, the check is off)."""
         season = self.season_steps(step)
         return 0 if season is None else season + self.trend_steps(step)
+
+    def seasonal_offsets(self, step: int, horizon: int) -> tuple[range, range] | None:
+        """Steps, relative to a forecast's last one (0), that the seasonal check reads: the
+        newest trend window, and the trend window + `horizon` one season earlier (None: off)."""
+        season = self.season_steps(step)
+        if season is None or season < horizon:
+            return None
+        w = self.trend_steps(step)
+        return range(-w + 1, 1), range(-season - w + 1, -season + horizon + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +253,13 @@ def predict_breach(
     threshold: float | npt.ArrayLike,
     direction: Direction = "above",
     config: BreachConfig | None = None,
-    history: npt.ArrayLike | None = None,
+    history: npt.ArrayLike | SeasonalWindow | None = None,
 ) -> BreachPrediction:
     """Per series: P(crossing within the horizon), the per-step probabilities combined as
     `config.combine` says and, given `history` ([N, L]: each series' newest L values up to and
-    including the forecast's last step, NaN = gap), checked against the seasonal forecast (module
-    docstring); the ETA = the first step whose probability reaches the ETA probability."""
+    including the forecast's last step, NaN = gap; or just the stretches the check reads, a
+    `SeasonalWindow`), checked against the seasonal forecast (module docstring); the ETA = the
+    first step whose probability reaches the ETA probability."""
     config = config or BreachConfig()
     exceed = exceed_probability(forecast, threshold, direction)
     if config.horizon is not None:
@@ -255,8 +268,11 @@ def predict_breach(
     own = combine_steps(exceed, config.combine)
     probability = own
     seasonal = None
-    if history is not None and config.season is not None:
-        seasonal = seasonal_probability(history, threshold, direction, forecast.step, h, config)
+    window = history
+    if history is not None and not isinstance(history, SeasonalWindow):
+        window = SeasonalWindow.of(history, forecast.step, h, config)
+    if isinstance(window, SeasonalWindow) and config.season is not None:
+        seasonal = seasonal_probability(window, threshold, direction, h, config)
         if len(seasonal) != n:
             raise ModelInputError(f"history has {len(seasonal)} series for {n} forecasts")
         probability = np.where(np.isfinite(seasonal), np.fmin(own, seasonal), own)
@@ -293,40 +309,65 @@ def combine_steps(exceed: npt.ArrayLike, how: Combine = "independent") -> FloatA
     return np.asarray(np.where(finite.any(axis=1), out, np.nan), dtype=np.float64)
 
 
+@dataclass(frozen=True, slots=True)
+class SeasonalWindow:
+    """What the seasonal check reads of N series (`BreachConfig.seasonal_offsets`): `recent`
+    [N, W], the newest W values up to the forecast's last step, and `before` [N, W + H], the
+    values one season before those W steps and the H after them. NaN = gap."""
+
+    recent: FloatArray
+    before: FloatArray
+
+    @classmethod
+    def of(
+        cls, history: npt.ArrayLike, step: int, horizon: int, config: BreachConfig
+    ) -> SeasonalWindow | None:
+        """From each series' newest values [N, L] (a shorter history counts as gaps before
+        it); None when the check is off."""
+        offsets = config.seasonal_offsets(step, horizon)
+        y = np.asarray(history, dtype=np.float64)
+        if y.ndim != 2:
+            raise ModelInputError("history must be [series, steps]")
+        if offsets is None:
+            return None
+        recent, before = offsets
+        need = 1 - before.start
+        if y.shape[1] < need:
+            y = np.concatenate([np.full((len(y), need - y.shape[1]), np.nan), y], axis=1)
+        last = y.shape[1] - 1
+        return cls(y[:, last + recent.start :], y[:, last + before.start : last + before.stop])
+
+
 def seasonal_probability(
-    history: npt.ArrayLike,
+    window: SeasonalWindow,
     threshold: float | npt.ArrayLike,
     direction: Direction,
-    step: int,
     horizon: int,
     config: BreachConfig,
 ) -> FloatArray:
-    """[N] P(cross within `horizon` steps) by the seasonal check (module docstring), from
-    `history` [N, L] (newest value last, NaN = gap). NaN where it has no opinion: no season,
-    fewer than a season + the trend window of history, too few observed differences in the
-    window, or no observed value a season before any horizon step."""
-    y = np.asarray(history, dtype=np.float64)
-    if y.ndim != 2:
-        raise ModelInputError("history must be [series, steps]")
-    n, length = y.shape
-    out = np.full(n, np.nan)
-    season = config.season_steps(step)
-    if season is None or season < horizon or length < season + 3 or horizon < 1:
-        return out
-    window = config.trend_steps(step)
-    w = min(window, length - season)
-    diff = y[:, length - w :] - y[:, length - w - season : length - season]  # [N, w]
-    centre, spread, count = linear_extrapolation(diff, horizon)
-    enough = count >= max(3, math.ceil(config.min_observed * window))
-    path = y[:, length - season : length - season + horizon] + centre  # [N, H]
-    top = np.max(np.abs(np.where(np.isfinite(y), y, 0.0)), axis=1, keepdims=True)
+    """[N] P(cross within `horizon` steps) by the seasonal check (module docstring). NaN where
+    it has no opinion: fewer than `min_observed` of the trend window's differences from a
+    season before are observed, or no value a season before any horizon step is."""
+    recent = np.asarray(window.recent, dtype=np.float64)
+    before = np.asarray(window.before, dtype=np.float64)
+    n, w = recent.shape
+    if before.shape != (n, w + horizon) or horizon < 1:
+        raise ModelInputError(
+            f"a seasonal window needs [N, W] and [N, W + H] values; got {recent.shape} and "
+            f"{before.shape} for H = {horizon}"
+        )
+    centre, spread, count = linear_extrapolation(recent - before[:, :w], horizon)
+    enough = count >= max(3, math.ceil(config.min_observed * w))
+    path = before[:, w:] + centre  # [N, H]
+    seen = np.concatenate([recent, before], axis=1)
+    top = np.max(np.abs(np.where(np.isfinite(seen), seen, 0.0)), axis=1, keepdims=True)
     spread = np.maximum(np.nan_to_num(spread, nan=0.0), 1e-12 * np.maximum(top, 1.0))
     with np.errstate(invalid="ignore"):
         z = (_thresholds(threshold, n)[:, None] - path) / spread
     exceed = ndtr(-z) if direction == "above" else ndtr(z)
     exceed = np.where(np.isfinite(path), exceed, np.nan)
     combined = combine_steps(exceed, config.combine)
-    return np.asarray(np.where(enough, combined, out), dtype=np.float64)
+    return np.asarray(np.where(enough, combined, np.nan), dtype=np.float64)
 
 
 def linear_extrapolation(
@@ -405,6 +446,7 @@ __all__ = [
     "Breach",
     "BreachConfig",
     "BreachPrediction",
+    "SeasonalWindow",
     "combine_steps",
     "exceed_probability",
     "linear_extrapolation",

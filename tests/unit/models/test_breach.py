@@ -17,6 +17,7 @@ from models.breach import (
     Breach,
     BreachConfig,
     Direction,
+    SeasonalWindow,
     combine_steps,
     exceed_probability,
     next_streak,
@@ -234,8 +235,24 @@ def test_the_seasonal_check_below_a_limit_and_for_a_perfectly_periodic_series() 
     # a point mass at 50.
     cases: list[tuple[float, Direction]] = [(49.0, "above"), (51.0, "above")]
     cases += [(49.0, "below"), (51.0, "below")]
-    check = [seasonal_probability(history, t, d, STEP, H, config)[0] for t, d in cases]
+    window = SeasonalWindow.of(history, STEP, H, config)
+    assert window is not None
+    check = [seasonal_probability(window, t, d, H, config)[0] for t, d in cases]
     assert check == [1.0, 0.0, 0.0, 1.0]
+    # Only two short stretches are read: the newest 20 steps, and 20 + H a day before them.
+    recent, before = config.seasonal_offsets(STEP, H)  # type: ignore[misc]
+    assert (recent.start, recent.stop) == (-19, 1)
+    assert (before.start, before.stop) == (-1440 - 19, -1440 + H + 1)
+    assert window.recent.shape == (1, 20) and window.before.shape == (1, 20 + H)
+    sparse = np.full_like(history, np.nan)
+    sparse[0, -20:] = history[0, -20:]
+    sparse[0, -1440 - 20 : -1440 + H] = history[0, -1440 - 20 : -1440 + H]
+    fc = forecast(np.full(H, 50.0))
+    full = predict_breach(fc, 49.0, config=config, history=history)
+    assert predict_breach(fc, 49.0, config=config, history=sparse).probability == full.probability
+    compact = predict_breach(fc, 49.0, config=config, history=window)
+    assert compact.seasonal_probability == full.seasonal_probability
+    assert config.seasonal_offsets(STEP, 2000) is None  # a season shorter than the horizon
 
 
 # ------------------------------------------------------------------------ the warning rule

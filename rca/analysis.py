@@ -485,7 +485,7 @@ def gather(
     """The evidence of `analyze`, per service, without ranking (see `analyze`)."""
     out = Gathered(model_scores=dict(metric_scores or {}), baseline=baseline, incident=incident)
     if spans is not None and len(spans):
-        annotated = annotate(spans)
+        annotated = spans if "self" in spans else annotate(spans)
         start = annotated["start_ns"]
         in_base = (start >= baseline[0]) & (start < baseline[1])
         in_incident = (start >= incident[0]) & (start < incident[1])
@@ -584,12 +584,12 @@ def analyze(
 ) -> RcaReport:
     """Rank services and operations for an incident.
 
-    spans: a span frame (ingest.spans.SPAN_COLUMNS) covering both windows; windows are [start,
-    end) in epoch ns (`onset_windows` makes them from an onset). metrics: a wide frame indexed by
-    UTC timestamps with columns "<service>|<metric>" (e.g. "cart|cpu"). metric_scores:
-    calibrated anomaly scores per service from the forecasting models. Any of the three may be
-    missing. metric_windows: (reference, incident) for the metrics when they differ from the
-    spans' (metrics usually reach further back).
+    spans: a span frame (ingest.spans.SPAN_COLUMNS, or already `annotate`d) covering both
+    windows; windows are [start, end) in epoch ns (`onset_windows` makes them from an onset).
+    metrics: a wide frame indexed by UTC timestamps with columns "<service>|<metric>" (e.g.
+    "cart|cpu"). metric_scores: calibrated anomaly scores per service from the forecasting
+    models. Any of the three may be missing. metric_windows: (reference, incident) for the
+    metrics when they differ from the spans' (metrics usually reach further back).
     """
     gathered = gather(
         spans,

@@ -170,11 +170,13 @@ def _diagnose(
     # A bounded read: the reference and at most INCIDENT_S past the latest onset found.
     last = min(_ns(now) + 1, near + int((ONSET_SEARCH_S + INCIDENT_S) * 1e9))
     spans = read_spans(db_session, first, last)
+    if len(spans):
+        spans = annotate(spans)  # once, for the graph, the onset and the analysis
     onset = detect_onset(spans, near) if DETECT_ONSET and len(spans) else near
     reference, incident = onset_windows(onset, start_ns=first, end_ns=last)
     if len(spans):
         # Only the part of the call graph the incident's services belong to.
-        component = _components(call_edges(annotate(spans)))
+        component = _components(call_edges(spans))
         mine = {component[s] for s in row.services if s in component}
         keep = {s for s, c in component.items() if c in mine}
         spans = spans[spans["service"].isin(keep)]

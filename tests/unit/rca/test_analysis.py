@@ -5,7 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from rca.analysis import analyze, annotate, call_edges, call_path, detect_onset, robust_z
+from rca.analysis import (
+    analyze,
+    annotate,
+    call_edges,
+    call_path,
+    detect_onset,
+    fuse,
+    robust_z,
+)
+from rca.findings import Evidence
 from sim.traces import Fault, System
 
 T0 = 1_700_000_000 * 10**9
@@ -106,3 +115,31 @@ def test_the_onset_is_found_in_the_spans_when_the_label_is_off(kind: str, label_
     spans = SYSTEM.traces(start_ns=T0, end_ns=T0 + 8 * MIN, requests=900, fault=fault)
     found = detect_onset(spans, start + label_off_s * 10**9)
     assert abs(found - start) <= 10 * 10**9
+
+
+def test_a_kind_counts_by_how_far_a_service_stands_out_from_the_others_on_it() -> None:
+    # A CPU robust z of 181 where the other pods sit near 2 must beat a self-time z of 4.3
+    # that three services share: each kind is re-standardised across services, not scaled by
+    # its maximum or weighted by a fixed factor.
+    services = ["cart", "shop", "pay", "mail", "ads"]
+    cpu = {"cart": 181.0, "shop": 2.1, "pay": 1.8, "mail": 2.4, "ads": 1.5}
+    own = {"cart": 1.0, "shop": 4.3, "pay": 4.0, "mail": 3.9, "ads": 0.5}
+    evidence = {
+        s: [
+            Evidence("metric", "cpu", 1.0, 2.0, cpu[s]),
+            Evidence("self_time", "op", 1.0, 2.0, own[s]),
+        ]
+        for s in services
+    }
+    parts = fuse(evidence)
+    total = {s: sum(p.values()) for s, p in parts.items()}
+    assert max(total, key=lambda s: total[s]) == "cart"
+    assert set(parts["cart"]) == {"metric"}  # what named it
+
+
+def test_a_service_that_returns_early_is_named_by_what_it_stopped_doing() -> None:
+    report = run("vanish", "svc02")  # svc02 stops calling svc06 and does a tenth of its work
+    top = report.suspects[0]
+    assert top.service == "svc02"
+    assert top.named_by and set(top.named_by) <= {"self_time", "call_pattern", "edge_gap"}
+    assert any(e.kind == "call_pattern" and e.after == 0 for e in top.evidence)

@@ -116,8 +116,9 @@ class BreachSettings(_Section):
 
     threshold: float = Field(description="the limit, in the target's units")
     direction: Literal["above", "below"] = "above"
-    probability: float = Field(default=0.3, gt=0.0, lt=1.0)
-    consecutive: int = Field(default=2, ge=1)
+    # The defaults are models.breach.BreachConfig's, chosen on development scenario seeds.
+    probability: float = Field(default=0.5, gt=0.0, lt=1.0)
+    consecutive: int = Field(default=4, ge=1)
 
 
 class TargetSettings(_Section):

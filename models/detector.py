@@ -19,10 +19,12 @@ Method (chosen by leave-one-folder-out on nab-dev + cmd-dev, see docs/forecastin
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ Z_CAP = 1000.0
 #: to be stored each cycle and held in memory for a million series.
 STATE_BUDGET_BYTES = 16 * 1024
 COMPONENT = "level"
+STATE_FORMAT = 1
 
 
 class DetectorConfig(BaseModel):
@@ -85,14 +88,23 @@ def config_digest(config: DetectorConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _pack(values: FloatArray) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode()
+
+
+def _unpack(text: str) -> FloatArray:
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f8").astype(np.float64)
+
+
 @dataclass(slots=True)
 class DetectorState:
-    """One series' memory between calls: JSON-serialisable and bounded (`STATE_BUDGET_BYTES`)."""
+    """One series' memory between calls: JSON-serialisable (floats exactly, as base64 of
+    little-endian float64) and bounded (`STATE_BUDGET_BYTES`)."""
 
     #: the newest observed values, oldest first (at most `window`)
-    values: list[float] = field(default_factory=list)
+    values: FloatArray = field(default_factory=lambda: np.zeros(0))
     #: z of the newest rows, oldest first (at most `novelty_rows`)
-    recent_z: list[float] = field(default_factory=list)
+    recent_z: FloatArray = field(default_factory=lambda: np.zeros(0))
     long_mean: float = 0.0
     long_var: float = 0.0
     count: int = 0  #: observed values seen
@@ -101,8 +113,9 @@ class DetectorState:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "values": self.values,
-                "recent_z": self.recent_z,
+                "format": STATE_FORMAT,
+                "values": _pack(self.values),
+                "recent_z": _pack(self.recent_z),
                 "long_mean": self.long_mean,
                 "long_var": self.long_var,
                 "count": self.count,
@@ -116,15 +129,17 @@ class DetectorState:
     def from_json(cls, text: str | bytes) -> DetectorState:
         try:
             raw = json.loads(text)
+            if raw["format"] != STATE_FORMAT:
+                raise ValueError(f"format {raw['format']!r}, expected {STATE_FORMAT}")
             return cls(
-                values=[float(v) for v in raw["values"]],
-                recent_z=[float(v) for v in raw["recent_z"]],
+                values=_unpack(raw["values"]),
+                recent_z=_unpack(raw["recent_z"]),
                 long_mean=float(raw["long_mean"]),
                 long_var=float(raw["long_var"]),
                 count=int(raw["count"]),
                 last_ts=None if raw["last_ts"] is None else int(raw["last_ts"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise ModelInputError(f"unreadable detector state: {exc}") from exc
 
     def nbytes(self) -> int:
@@ -242,7 +257,7 @@ class Detector:
         # New highs: above every z of the previous `novelty_rows` rows.
         n = cfg.novelty_rows
         if n:
-            recent = [-np.inf] * (n - len(state.recent_z)) + list(state.recent_z)
+            recent = np.concatenate([np.full(n - len(state.recent_z), -np.inf), state.recent_z])
             past = np.concatenate([recent, z])
             previous = np.lib.stride_tricks.sliding_window_view(past, n)[:k]
             eligible = z > previous.max(axis=1)
@@ -253,14 +268,104 @@ class Detector:
 
         tail = np.concatenate([history, x])[-w:]
         new_state = DetectorState(
-            values=[float(val) for val in tail],
-            recent_z=[float(val) for val in np.concatenate([state.recent_z, z])[-n:]] if n else [],
+            values=tail.copy(),
+            recent_z=np.concatenate([state.recent_z, z])[-n:].copy() if n else np.zeros(0),
             long_mean=float(m),
             long_var=float(v),
             count=count,
             last_ts=int(ts[-1]),
         )
         return DetectorOutput(ts, x, z, alarm, eligible, mean, scale, new_state)
+
+    def update_many(
+        self,
+        states: Sequence[DetectorState | None],
+        timestamps: Sequence[npt.ArrayLike],
+        values: Sequence[npt.ArrayLike],
+    ) -> list[DetectorOutput]:
+        """`update` for many series: the same results, series by series. The serving cycle's
+        usual case, one new value for a series whose state is full, is computed for all such
+        series at once; any other series goes through `update`."""
+        cfg = self.config
+        w, n = cfg.window, cfg.novelty_rows
+        outputs: list[DetectorOutput | None] = [None] * len(states)
+        fast: list[int] = []
+        for i, (state, ts, x) in enumerate(zip(states, timestamps, values, strict=True)):
+            t_arr = np.asarray(ts, dtype=np.int64).reshape(-1)
+            x_arr = np.asarray(x, dtype=np.float64).reshape(-1)
+            if (
+                state is not None
+                and len(t_arr) == 1
+                and len(x_arr) == 1
+                and state.last_ts is not None
+                and t_arr[0] > state.last_ts
+                and math.isfinite(x_arr[0])
+                and len(state.values) == w
+                and len(state.recent_z) == n
+            ):
+                fast.append(i)
+            else:
+                outputs[i] = self.update(state, t_arr, x_arr)
+        if fast:
+            for i, out in zip(fast, self._step_full(fast, states, timestamps, values), strict=True):
+                outputs[i] = out
+        return [o for o in outputs if o is not None]
+
+    def _step_full(
+        self,
+        rows: list[int],
+        states: Sequence[DetectorState | None],
+        timestamps: Sequence[npt.ArrayLike],
+        values: Sequence[npt.ArrayLike],
+    ) -> list[DetectorOutput]:
+        """One new value for each of many full states, vectorised across series with the very
+        operations `update` applies along a series."""
+        cfg = self.config
+        full = [s for i in rows if (s := states[i]) is not None]
+        x = np.array([float(np.asarray(values[i]).reshape(-1)[0]) for i in rows])
+        ts = np.array([int(np.asarray(timestamps[i]).reshape(-1)[0]) for i in rows])
+        history = np.stack([s.values for s in full])
+        mean = history.sum(axis=1) / cfg.window
+        centred = history - mean[:, None]
+        local_var = (centred * centred).sum(axis=1) / cfg.window
+        long_mean = np.array([s.long_mean for s in full])
+        long_var = np.array([s.long_var for s in full])
+        diff = x - long_mean
+        incr = self._alpha * diff
+        new_mean = long_mean + incr
+        new_var = (1.0 - self._alpha) * (long_var + diff * incr)
+        scale = np.sqrt(local_var + (cfg.long_weight**2) * long_var)
+        distance = np.abs(x - mean)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(scale > 0, distance / scale, np.where(distance > 0, Z_CAP, 0.0))
+        z = np.minimum(z, Z_CAP)
+        if cfg.novelty_rows:
+            recent = np.stack([s.recent_z for s in full])
+            eligible = z > recent.max(axis=1)
+            new_recent = np.concatenate([recent[:, 1:], z[:, None]], axis=1)
+        else:
+            eligible = np.ones(len(full), dtype=bool)
+            new_recent = np.zeros((len(full), 0))
+        counts = np.array([s.count for s in full])
+        alarm = eligible & (z >= cfg.threshold) & (counts >= cfg.warmup_rows)
+        new_history = np.concatenate([history[:, 1:], x[:, None]], axis=1)
+        out = []
+        for j in range(len(full)):
+            sl = slice(j, j + 1)
+            state = DetectorState(
+                values=new_history[j],
+                recent_z=new_recent[j],
+                long_mean=float(new_mean[j]),
+                long_var=float(new_var[j]),
+                count=int(counts[j]) + 1,
+                last_ts=int(ts[j]),
+            )
+            out.append(
+                DetectorOutput(
+                    ts[sl], x[sl], z[sl], alarm[sl], eligible[sl], mean[sl], scale[sl], state
+                )
+            )
+        return out
 
 
 def _empty(state: DetectorState) -> DetectorOutput:

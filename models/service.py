@@ -26,7 +26,7 @@ from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
 from models.artifacts import ArtifactMetadata, load_model, save_model
-from models.breach import BreachConfig, next_streak, predict_breach
+from models.breach import BreachConfig, SeasonalWindow, next_streak, predict_breach
 from models.detector import Detector, DetectorConfig, DetectorState, config_digest
 from models.domain import ContextBatch, History, QuantileForecast
 from models.errors import AnomalyNotFoundError, ModelArtifactError, ModelError, ModelInputError
@@ -248,32 +248,42 @@ def score_new_points(
         return 0, 0
     series_col, ts_col, value_col = (np.asarray(c) for c in zip(*rows, strict=True))
     bounds = np.flatnonzero(np.r_[True, series_col[1:] != series_col[:-1], True])
-    runner = Detector(detector)
-    score_rows: list[dict[str, Any]] = []
-    state_rows: list[dict[str, Any]] = []
-    alarms = 0
+    ids: list[int] = []
+    batch_states: list[DetectorState | None] = []
+    batch_ts: list[np.ndarray] = []
+    batch_values: list[np.ndarray] = []
     for a, b in itertools.pairwise(bounds):
         series_id = int(series_col[a])
         current = states.get(series_id)
         ts = ts_col[a:b].astype(np.int64)
         keep = ts > (floor if current is not None else warmup)
-        out = runner.update(current, ts[keep], value_col[a:b].astype(np.float64)[keep])
+        ids.append(series_id)
+        batch_states.append(current)
+        batch_ts.append(ts[keep])
+        batch_values.append(value_col[a:b].astype(np.float64)[keep])
+    outputs = Detector(detector).update_many(batch_states, batch_ts, batch_values)
+    score_rows: list[dict[str, Any]] = []
+    state_rows: list[dict[str, Any]] = []
+    alarms = 0
+    for series_id, out in zip(ids, outputs, strict=True):
         if not len(out):
             continue
-        novel = out.novel()
-        signed = np.where(out.values >= out.mean, out.score, -out.score)
-        for i in range(len(out)):
-            if out.ts[i] <= written.get(series_id, -1):
+        novel = out.novel().tolist()
+        score = out.score.tolist()
+        above = (out.values >= out.mean).tolist()
+        after = written.get(series_id, -1)
+        for i, ts_i in enumerate(out.ts.tolist()):
+            if ts_i <= after:
                 continue
             alarm = bool(out.alarm[i])
             alarms += alarm
             score_rows.append(
                 {
                     "series_id": series_id,
-                    "ts": int(out.ts[i]),
-                    "z": float(signed[i]),
-                    "magnitude": float(novel[i]),
-                    "score": float(out.score[i]),
+                    "ts": ts_i,
+                    "z": score[i] if above[i] else -score[i],
+                    "magnitude": novel[i],
+                    "score": score[i],
                     "model": model,
                     "alarm": alarm,
                     "evidence": out.evidence(i) if alarm else None,
@@ -381,7 +391,17 @@ def update_breaches(
             step=int(group[0]["step"]),
             model="",
         )
-        prediction = predict_breach(forecast, limit.threshold, limit.direction, config)
+        history = _seasonal_window(
+            db_session,
+            [int(r["series_id"]) for r in group],
+            end=int(group[0]["made_at"]),
+            step=forecast.step,
+            horizon=forecast.values.shape[1],
+            config=config,
+        )
+        prediction = predict_breach(
+            forecast, limit.threshold, limit.direction, config, history=history
+        )
         before = [previous.get(r["series_id"]) for r in group]
         streak, warn = next_streak([b.streak if b else 0 for b in before], prediction, config)
         eta = prediction.eta
@@ -418,6 +438,58 @@ def update_breaches(
             out,
         )
     return sum(1 for o in out if o["warning"])
+
+
+def _seasonal_window(
+    db_session: Session,
+    series_ids: Sequence[int],
+    *,
+    end: int,
+    step: int,
+    horizon: int,
+    config: BreachConfig,
+) -> SeasonalWindow | None:
+    """The stored values the breach check's seasonal test reads (the newest trend window, and
+    the same window plus the horizon one season earlier), or None when the test is off."""
+    offsets = config.seasonal_offsets(step, horizon)
+    if offsets is None or not series_ids:
+        return None
+    recent, before = offsets
+    return SeasonalWindow(
+        recent=_grid(
+            db_session, series_ids, start=end + recent.start * step, length=len(recent), step=step
+        ),
+        before=_grid(
+            db_session, series_ids, start=end + before.start * step, length=len(before), step=step
+        ),
+    )
+
+
+def _grid(
+    db_session: Session, series_ids: Sequence[int], *, start: int, length: int, step: int
+) -> np.ndarray:
+    """[N, length] stored values of the series (in the order given) on the step grid from
+    `start`; NaN where nothing is stored."""
+    out = np.full((len(series_ids), length), np.nan)
+    rows = fetch_tuples(
+        db_session,
+        sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
+            SampleRow.series_id.in_(list(series_ids)),
+            SampleRow.ts >= start,
+            SampleRow.ts <= start + (length - 1) * step,
+        ),
+    )
+    if not rows:
+        return out
+    index = {s: i for i, s in enumerate(series_ids)}
+    series_col, ts_col, value_col = zip(*rows, strict=True)
+    offsets = np.asarray(ts_col, dtype=np.int64) - start
+    on_grid = offsets % step == 0
+    row_of = np.array([index[s] for s in series_col])
+    out[row_of[on_grid], offsets[on_grid] // step] = np.asarray(value_col, dtype=np.float64)[
+        on_grid
+    ]
+    return out
 
 
 def predict_windows(

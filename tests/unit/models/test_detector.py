@@ -114,3 +114,35 @@ def test_settings_override_defaults_and_name_the_bad_key() -> None:
         detector_config({"window": 1})
     with pytest.raises(ModelInputError, match="thresold"):
         detector_config({"thresold": 3.0})
+
+
+def test_many_series_at_once_match_each_series_alone() -> None:
+    """The cycle scores all series of a target together; that must change no result."""
+    detector = Detector()
+    rng = np.random.default_rng(7)
+    n_series, steps = 40, 200
+    data = rng.normal(0, 1, (n_series, steps)).cumsum(axis=1)
+    data[3, 150] += 30  # an anomaly in one series
+    data[5, 120] = np.nan  # a gap in another
+    alone = [detector.update(None, ts(steps), row) for row in data]
+    states: list[DetectorState | None] = [None] * n_series
+    together: list[list[tuple[float, bool]]] = [[] for _ in range(n_series)]
+    # First a history of uneven length (some series are young), then one step per cycle.
+    first = 100 + np.arange(n_series) % 7
+    outs = detector.update_many(
+        states, [ts(steps)[:k] for k in first], [row[:k] for row, k in zip(data, first)]
+    )
+    for i, out in enumerate(outs):
+        states[i] = out.state
+        together[i] += list(zip(out.score.tolist(), out.alarm.tolist(), strict=True))
+    for step in range(int(first.min()), steps):
+        outs = detector.update_many(
+            states, [ts(steps)[step : step + 1]] * n_series, list(data[:, step : step + 1])
+        )
+        for i, out in enumerate(outs):
+            states[i] = DetectorState.from_json(out.state.to_json())
+            together[i] += list(zip(out.score.tolist(), out.alarm.tolist(), strict=True))
+    for i in range(n_series):
+        np.testing.assert_allclose([s for s, _ in together[i]], alone[i].score, rtol=1e-12)
+        assert [a for _, a in together[i]] == alone[i].alarm.tolist()
+    assert alone[3].alarm.any()

@@ -353,3 +353,62 @@ def test_alarms_fire_on_k_of_n_recent_scores_and_name_their_service(
         # Alarms older than `since` do not count.
         assert [a.series_id for a in firing_alarms(session, since=START + 2 * STEP)] == [ids[0]]
         assert firing_alarms(session, since=START + 3 * STEP) == []
+
+
+def test_the_cycle_gives_the_breach_check_the_season_so_a_daily_peak_is_no_trend(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A forecast band that reaches the limit near a daily peak: the series that peaked the
+    same way yesterday is not warned about; a series without a yesterday still is."""
+    from core.settings import BreachSettings
+    from models.service import update_breaches
+
+    step = 300
+    target = make_target("mem", step=step, lookback=timedelta(days=2))
+    now_ts = START + 2 * 86400
+
+    def daily(ts: int) -> float:
+        return 100 + 50 * math.sin(2 * math.pi * (ts % 86400) / 86400)
+
+    source = FakeSource(
+        [
+            FakeSeries("mem", {"service": "periodic"}, value=daily),
+            FakeSeries("mem", {"service": "young"}, start=now_ts - 3600, value=daily),
+        ]
+    )
+    with sessions() as session:
+        ingest_service.ingest_target(
+            session,
+            source=source,
+            target=target,
+            now=from_epoch(now_ts),
+            lag=timedelta(0),
+            max_catchup=timedelta(days=3),
+        )
+        session.commit()
+        ids = dict(session.execute(sa.text("SELECT service, id FROM series ORDER BY id")).all())
+        end = now_ts // step * step
+        rising = [[v - 3, v, v + 6] for v in np.linspace(148, 151, 6)]  # p90 reaches 157
+        rows = [
+            {
+                "series_id": ids[name],
+                "made_at": end,
+                "step": step,
+                "model": "m",
+                "quantiles": [0.1, 0.5, 0.9],
+                "values": rising,
+            }
+            for name in ("periodic", "young")
+        ]
+        update_breaches(session, BreachSettings(threshold=152.0), rows, now=from_epoch(now_ts))
+        probability = dict(
+            session.execute(
+                sa.text(
+                    "SELECT s.service, b.probability FROM breaches b "
+                    "JOIN series s ON s.id = b.series_id"
+                )
+            ).all()
+        )
+    assert probability["young"] > 0.5  # the forecast decides alone
+    assert probability["periodic"] < probability["young"]
+    assert probability["periodic"] < 0.5  # yesterday's path stayed below 152

@@ -39,7 +39,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from prognos.cli_rca import evaluation_table  # noqa: E402
-from rca.analysis import analyze, annotate, detect_onset, onset_windows  # noqa: E402
+from rca.analysis import analyze, annotate  # noqa: E402
 from rca.baselines import n_sigma  # noqa: E402
 from rca.evaluation import (  # noqa: E402
     Evaluation,
@@ -48,6 +48,7 @@ from rca.evaluation import (  # noqa: E402
     gather_nezha,
     leave_one_type_out,
 )
+from rca.windows import detect_onset, onset_windows  # noqa: E402
 from sim.traces import Fault, System  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets" / "rca"

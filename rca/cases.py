@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ingest.spans import normalize_spans
-from rca.analysis import DETECT_ONSET, GUARD_S, detect_onset, epoch_ns, onset_windows
+from rca.analysis import epoch_ns
+from rca.windows import DETECT_ONSET, GUARD_S, detect_onset, onset_windows
 
 NEZHA_SPAN_COLUMNS = {
     "TraceID": "trace_id",

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from rca.analysis import GUARD_S, SPREAD_FLOOR, Gathered, analyze, epoch_ns, gather, rank
+from rca.analysis import SPREAD_FLOOR, Gathered, analyze, epoch_ns, gather, rank
 from rca.baselines import baro, n_sigma
 from rca.cases import (
     NezhaCase,
@@ -30,6 +30,7 @@ from rca.cases import (
     read_nezha_metrics,
     read_rcd_metrics,
 )
+from rca.windows import GUARD_S
 
 METHODS = ("prognos", "n-sigma", "baro")
 #: the settings leave-one-fault-type-out chooses among

@@ -6,9 +6,9 @@ incident's last alarm is at most `rca.join_within` old; otherwise it opens a new
 incident closes once none of its alarms has fired for `rca.clear_after`. Whenever an incident
 opens or gains a service, its report is recomputed from a bounded read of the span store: the
 onset is the change in the spans nearest the first alarm less `ALARM_LEAD`
-(`rca.analysis.detect_onset`); the reference runs from `rca.baseline` before that alarm to a
-guard band before the onset, the incident at most `rca.analysis.INCIDENT_S` from the onset (the
-windows of `rca.analysis.onset_windows`, the same rules as `rca-eval`), with the alarms' scores
+(`rca.windows.detect_onset`); the reference runs from `rca.baseline` before that alarm to a
+guard band before the onset, the incident at most `rca.windows.INCIDENT_S` from the onset (the
+windows of `rca.windows.onset_windows`, the same rules as `rca-eval`), with the alarms' scores
 as model evidence per service. Everything happens in the caller's transaction: an incident is
 written whole or not at all.
 """
@@ -25,18 +25,10 @@ from sqlalchemy.orm import Session
 
 from core.settings import RcaSettings
 from ingest.span_store import read_spans
-from rca.analysis import (
-    DETECT_ONSET,
-    INCIDENT_S,
-    ONSET_SEARCH_S,
-    analyze,
-    annotate,
-    call_edges,
-    detect_onset,
-    onset_windows,
-)
+from rca.analysis import analyze, annotate, call_edges
 from rca.findings import RcaReport, render_html, render_markdown
 from rca.tables import IncidentRow
+from rca.windows import DETECT_ONSET, INCIDENT_S, ONSET_SEARCH_S, detect_onset, onset_windows
 
 OPEN, CLOSED = "open", "closed"
 #: how long before its first alarm an incident is taken to have started (an alarm needs

@@ -10,11 +10,11 @@ from rca.analysis import (
     annotate,
     call_edges,
     call_path,
-    detect_onset,
     fuse,
     robust_z,
 )
 from rca.findings import Evidence
+from rca.windows import detect_onset
 from sim.traces import Fault, System
 
 T0 = 1_700_000_000 * 10**9

@@ -10,8 +10,9 @@ from functools import cache
 import numpy as np
 import pytest
 
-from rca.analysis import analyze, detect_onset, onset_windows
+from rca.analysis import analyze
 from rca.evaluation import accuracy
+from rca.windows import detect_onset, onset_windows
 from sim.traces import FAULT_KINDS, Fault, System
 
 T0 = 1_700_000_000 * 10**9

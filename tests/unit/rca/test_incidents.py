@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import RcaSettings
 from ingest.span_store import store_spans
 from rca import incidents
-from rca.analysis import INCIDENT_S, ONSET_SEARCH_S
 from rca.incidents import group_alarms, list_incidents
+from rca.windows import INCIDENT_S, ONSET_SEARCH_S
 from sim.traces import Fault, System
 
 ONSET = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

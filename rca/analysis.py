@@ -18,7 +18,7 @@ level floor so that a flat reference does not turn noise into certainty):
   parent span. A callee that stops being called, or a new child (an error handler), blames the
   parent's service: its code took another path.
 - **resource metrics** (optional): per-service CPU / memory metrics (all metrics when there are
-  no spans), robust z of the incident mean against the reference rows.
+  no spans), robust z of the incident mean against the reference rows; only a rise counts.
 - **model scores** (optional): calibrated anomaly scores from `models`, per service.
 
 Fusion: per kind, a service's strength is its largest |z| (log-compressed); each kind is then
@@ -308,9 +308,10 @@ def metric_evidence(
 
 
 def _strength(kind: str, z: float) -> float:
-    """How strongly one piece of evidence speaks for its service: errors and edge gaps only
-    count when they grow; self time, call pattern and metrics both ways."""
-    if kind in ("errors", "edge_gap"):
+    """How strongly one piece of evidence speaks for its service: errors, edge gaps and metrics
+    only count when they grow (a pod whose CPU falls is getting less work, a consequence);
+    self time and call pattern both ways."""
+    if kind in ("errors", "edge_gap", "metric"):
         return max(z, 0.0)
     return abs(z)
 

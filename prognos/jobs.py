@@ -94,7 +94,7 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
                 continue
         if summary.status == "ok":
             log.info(
-                "forecast %s: %d series (%d cold start), %d scored, %d anomalous, "
+                "forecast %s: %d series (%d cold start), %d steps scored, %d alarms, "
                 "%d breach warnings, %s, %.2fs",
                 target.name,
                 summary.series,

@@ -423,8 +423,13 @@ def adhoc_forecast(
     )
     breach = None
     if body.limit is not None:
+        # Given a day or more of values, the check's seasonal test knows yesterday's path.
         prediction = predict_breach(
-            forecast, body.limit.threshold, body.limit.direction, BreachConfig()
+            forecast,
+            body.limit.threshold,
+            body.limit.direction,
+            BreachConfig(),
+            history=np.asarray(values, dtype=np.float64)[None, :],
         )
         eta = float(prediction.eta[0])
         breach = AdhocBreach(

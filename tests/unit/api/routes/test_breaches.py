@@ -109,6 +109,36 @@ def test_adhoc_forecast_validates_and_predicts(
     assert client.post("/v1/forecasts", json=gaps, headers=operator).status_code == 200
 
 
+def test_adhoc_forecast_scores_its_values_and_knows_the_season(
+    client: TestClient, issue: Callable[[Role], str]
+) -> None:
+    """The body's values go through the service's detector (its alarms come back with their
+    evidence), and two days of them give the breach check its season."""
+    import math
+
+    operator = bearer(issue(Role.OPERATOR))
+    step = 300
+    n = 2 * 288 - 30  # two days at 5 min, ending 2.5 h before the daily peak
+    values = [100 + 50 * math.sin(2 * math.pi * (i * step % 86400) / 86400) for i in range(n)]
+    spiked = list(values)
+    spiked[400] += 80
+    body = {"values": spiked, "step_seconds": step, "end": "2026-01-05T03:30:00Z"}
+    out = client.post("/v1/forecasts", json=body, headers=operator).json()
+    assert [a["evidence"]["component"] for a in out["alarms"]] == ["level"]
+    assert out["alarms"][0]["at"].startswith("2026-01-04T15:25") and out["alarms"][0]["score"] > 4
+
+    # At the daily trough the cold-start band reaches above 70 (its p90 is ~76); the same half
+    # hour yesterday stayed near the trough (~50), so with a day of history it is no trend.
+    trough = values[: 288 + 217]  # ends at the daily minimum
+    limit = {"threshold": 70.0}
+    season = {"values": trough, "step_seconds": step, "limit": limit}
+    short = {**season, "values": trough[-150:]}
+    with_season = client.post("/v1/forecasts", json=season, headers=operator).json()["breach"]
+    without = client.post("/v1/forecasts", json=short, headers=operator).json()["breach"]
+    assert without["probability"] > 0.3
+    assert with_season["probability"] < 0.05
+
+
 def test_adhoc_forecast_rejects_bad_input_and_roles(
     client: TestClient, issue: Callable[[Role], str]
 ) -> None:

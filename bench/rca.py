@@ -11,7 +11,7 @@
    ../shared/datasets/rca/rcd-sockshop). Folders that are missing are skipped.
 3. Speed: a generated 50-service system (sim.traces), 10 minutes of spans (~200,000) with a
    slow operation injected halfway, stored in a SQLite span store and read back for the window,
-   then `rca.analysis.detect_onset` and `analyze` on the onset's windows; median of
+   then `rca.windows.detect_onset` and `rca.analysis.analyze` on the onset's windows; median of
    `--repeats`, against the N-Sigma baseline on the same system's metrics (ratio), in the same
    run.
 

@@ -163,8 +163,8 @@ def case_windows(
     case: NezhaCase, *, guard_s: float = GUARD_S, detect: bool = DETECT_ONSET
 ) -> NezhaWindows:
     """The case's spans (baseline file + the two incident files) and onset-relative windows in
-    epoch ns (`rca.analysis.onset_windows`), from the labelled injection time or, with `detect`,
-    from the change in the spans nearest it (`rca.analysis.detect_onset`).
+    epoch ns (`rca.windows.onset_windows`), from the labelled injection time or, with `detect`,
+    from the change in the spans nearest it (`rca.windows.detect_onset`).
 
     Minute files overlap and run past their minute, so the windows are cut by span start time,
     never at a file boundary: the reference is every span that started before the onset minus

@@ -22,6 +22,7 @@ from rca.findings import RcaReport, render_html, render_markdown
 from sim.traces import Fault, System
 
 DAY = "2030-01-02"
+SECOND = pd.Timedelta(seconds=1)
 SYSTEM = System.generate(6, seed=5)
 POD = {s: f"{s}-5f6585d649-abcde" for s in SYSTEM.services}
 
@@ -46,15 +47,21 @@ def write_minute(folder: Path, name: str, spans: pd.DataFrame, *, gz: bool) -> N
         (folder / f"{name}_trace.csv").write_text(text)
 
 
-def build(tmp_path: Path) -> Path:
-    """Two faults: 10:05:30 on svc03 with all its minutes, 11:00:10 lacking its second minute."""
+def build(tmp_path: Path, *, overrun_s: int = 0, label_off_s: int = 0) -> Path:
+    """Two faults: 10:05:30 on svc03 with all its minutes, 11:00:10 lacking its second minute.
+    `overrun_s`: the injection-minute file runs that far past the fault's start;
+    `label_off_s`: the fault list states the injection that much later than it happened."""
     root = tmp_path / "demo-system"
     day = root / "rca_data" / DAY
     (day / "trace").mkdir(parents=True)
     (day / "metric").mkdir()
     faults = {
         "10": [
-            {"inject_time": f"{DAY} 10:05:30", "inject_pod": POD["svc03"], "inject_type": "slow"}
+            {
+                "inject_time": str(pd.Timestamp(f"{DAY} 10:05:30") + label_off_s * SECOND),
+                "inject_pod": POD["svc03"],
+                "inject_type": "slow",
+            }
         ],
         "11": [
             {"inject_time": f"{DAY} 11:00:10", "inject_pod": POD["svc02"], "inject_type": "slow"}
@@ -65,9 +72,8 @@ def build(tmp_path: Path) -> Path:
     fault = Fault("slow", "svc03", start_ns=at)
     for k, minute in enumerate(("10_05", "10_06", "10_07")):
         start = at - 60 * 10**9 + k * 60 * 10**9
-        spans = SYSTEM.traces(
-            start_ns=start, end_ns=start + 60 * 10**9, requests=150, fault=fault, seed=k + 1
-        )
+        end = start + (60 + (overrun_s if k == 0 else 0)) * 10**9
+        spans = SYSTEM.traces(start_ns=start, end_ns=end, requests=150, fault=fault, seed=k + 1)
         write_minute(day / "trace", minute, spans, gz=k % 2 == 0)
     write_minute(
         day / "trace",
@@ -125,6 +131,20 @@ def test_case_windows_are_cut_at_the_onset_with_a_guard_band_not_at_file_edges(
     reference, incident = metric_windows(case, metrics, guard_s=60.0)
     assert reference == (int(metrics.index.min().value), label - 60 * 10**9)  # the whole history
     assert incident[0] == label
+
+
+def test_an_overrunning_minute_file_and_a_late_label_leave_the_reference_clean(
+    tmp_path: Path,
+) -> None:
+    root = build(tmp_path, overrun_s=40, label_off_s=25)
+    case = nezha_cases(root)[0]
+    fault_start = pd.Timestamp(f"{DAY} 10:05:30", tz="UTC").value
+    assert case.inject_time.value == fault_start + 25 * 10**9
+    # Cut at the label with no guard band, 25 s of the fault (from a file that ran past its
+    # minute) would sit in the reference; the defaults keep it out.
+    assert case_windows(case, guard_s=0.0, detect=False).baseline[1] > fault_start
+    assert case_windows(case).baseline[1] <= fault_start
+    assert evaluate_nezha(root).report()["overall"]["AC@1"] == 1.0
 
 
 def test_the_evaluation_runs_the_usable_case_and_lists_the_other(tmp_path: Path) -> None:

@@ -147,16 +147,15 @@ def forecast_cycle(
         max_catchup=max_catchup,
         now=now,
     )
-    previous = {
-        row.series_id: row
-        for row in db_session.scalars(sa.select(ForecastRow).where(ForecastRow.series_id.in_(ids)))
-    }
-    if (
-        not scored
-        and previous
-        and all(p.made_at >= end for p in previous.values())
-        and len(previous) == len(ids)
-    ):
+    made = dict(
+        fetch_tuples(
+            db_session,
+            sa.select(ForecastRow.series_id, ForecastRow.made_at).where(
+                ForecastRow.series_id.in_(ids)
+            ),
+        )
+    )
+    if not scored and len(made) == len(ids) and all(m >= end for m in made.values()):
         return CycleSummary(target.name, "noop", end)
 
     # 2. Forecast from the newest step: the model where history suffices, else the cold band.
@@ -213,19 +212,23 @@ def score_new_points(
     model = f"detector-{digest}"
     states: dict[int, DetectorState] = {}
     written: dict[int, int] = {}  #: a fresh state warms up on steps already scored, unwritten
-    for row in db_session.scalars(
-        sa.select(DetectorStateRow).where(DetectorStateRow.series_id.in_(list(series_ids)))
-    ):
+    stored = fetch_tuples(
+        db_session,
+        sa.select(
+            DetectorStateRow.series_id, DetectorStateRow.state, DetectorStateRow.config
+        ).where(DetectorStateRow.series_id.in_(list(series_ids))),
+    )
+    for series_id, text, config in stored:
         try:
-            state = DetectorState.from_json(row.state)
+            state = DetectorState.from_json(text)
         except ModelInputError as exc:
-            log.error("series %d: %s; starting a fresh state", row.series_id, exc.message)
+            log.error("series %d: %s; starting a fresh state", series_id, exc.message)
             continue
-        if row.config == digest:
-            states[row.series_id] = state
+        if config == digest:
+            states[series_id] = state
         elif state.last_ts is not None:
-            log.info("detector settings changed: series %d starts a fresh state", row.series_id)
-            written[row.series_id] = state.last_ts
+            log.info("detector settings changed: series %d starts a fresh state", series_id)
+            written[series_id] = state.last_ts
     floor = end - max_catchup * step
     warmup = end - detector.window * step  # a new series is scored over one window
     lower = min(

@@ -245,6 +245,21 @@ class RcaSettings(_Section):
     clear_after: Duration = Field(
         default=timedelta(minutes=10), description="an incident closes once quiet this long"
     )
+    # Defaults chosen by leave-one-fault-type-out on development cases (docs/rca.md).
+    guard: Duration = Field(
+        default=timedelta(seconds=30), description="the reference ends this long before onset"
+    )
+    incident: Duration = Field(
+        default=timedelta(minutes=3), description="spans after the onset that are diagnosed"
+    )
+    onset_search: Duration = Field(
+        default=timedelta(minutes=1),
+        description="the onset is the change in the spans within this of the alarm's start",
+    )
+    alarm_lead: Duration = Field(
+        default=timedelta(minutes=2),
+        description="how long before its first alarm an incident's change is looked for",
+    )
 
 
 class VaultSettings(_Section):

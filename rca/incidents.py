@@ -5,9 +5,9 @@ spans of the last `rca.baseline`) to one of the incident's services, or is one o
 incident's last alarm is at most `rca.join_within` old; otherwise it opens a new incident. An
 incident closes once none of its alarms has fired for `rca.clear_after`. Whenever an incident
 opens or gains a service, its report is recomputed from a bounded read of the span store: the
-onset is the change in the spans nearest the first alarm less `ALARM_LEAD`
-(`rca.windows.detect_onset`); the reference runs from `rca.baseline` before that alarm to a
-guard band before the onset, the incident at most `rca.windows.INCIDENT_S` from the onset (the
+onset is the change in the spans within `rca.onset_search` of the first alarm less
+`rca.alarm_lead` (`rca.windows.detect_onset`); the reference runs from `rca.baseline` before that
+to `rca.guard` before the onset, the incident at most `rca.incident` from the onset (the
 windows of `rca.windows.onset_windows`, the same rules as `rca-eval`), with the alarms' scores
 as model evidence per service. Everything happens in the caller's transaction: an incident is
 written whole or not at all.
@@ -28,12 +28,9 @@ from ingest.span_store import read_spans
 from rca.analysis import analyze, annotate, call_edges
 from rca.findings import RcaReport, render_html, render_markdown
 from rca.tables import IncidentRow
-from rca.windows import DETECT_ONSET, INCIDENT_S, ONSET_SEARCH_S, detect_onset, onset_windows
+from rca.windows import DETECT_ONSET, detect_onset, onset_windows
 
 OPEN, CLOSED = "open", "closed"
-#: how long before its first alarm an incident is taken to have started (an alarm needs
-#: `models.alarm_hits` of `models.alarm_window` scores, minutes at the default step)
-ALARM_LEAD = timedelta(minutes=2)
 
 
 class AlarmLike(Protocol):
@@ -157,15 +154,23 @@ def _diagnose(
     # An alarm fires some scores after its series moved: look for the change in the spans from
     # the first alarm less that lead, so the reference (which also ends a guard band earlier)
     # holds no spans of the fault.
-    near = _ns(row.opened_at - ALARM_LEAD)
+    near = _ns(row.opened_at - settings.alarm_lead)
     first = near - _ns_of(settings.baseline)
-    # A bounded read: the reference and at most INCIDENT_S past the latest onset found.
-    last = min(_ns(now) + 1, near + int((ONSET_SEARCH_S + INCIDENT_S) * 1e9))
+    search_s = settings.onset_search.total_seconds()
+    incident_s = settings.incident.total_seconds()
+    # A bounded read: the reference and at most `incident` past the latest onset found.
+    last = min(_ns(now) + 1, near + int((search_s + incident_s) * 1e9))
     spans = read_spans(db_session, first, last)
     if len(spans):
         spans = annotate(spans)  # once, for the graph, the onset and the analysis
-    onset = detect_onset(spans, near) if DETECT_ONSET and len(spans) else near
-    reference, incident = onset_windows(onset, start_ns=first, end_ns=last)
+    onset = detect_onset(spans, near, search_s=search_s) if DETECT_ONSET and len(spans) else near
+    reference, incident = onset_windows(
+        onset,
+        start_ns=first,
+        end_ns=last,
+        guard_s=settings.guard.total_seconds(),
+        incident_s=incident_s,
+    )
     if len(spans):
         # Only the part of the call graph the incident's services belong to.
         component = _components(call_edges(spans))

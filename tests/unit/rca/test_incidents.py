@@ -14,7 +14,6 @@ from core.settings import RcaSettings
 from ingest.span_store import store_spans
 from rca import incidents
 from rca.incidents import group_alarms, list_incidents
-from rca.windows import INCIDENT_S, ONSET_SEARCH_S
 from sim.traces import Fault, System
 
 ONSET = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -117,6 +116,7 @@ def test_diagnosis_reads_a_bounded_window_however_long_the_incident_is_open(
         (row,) = list_incidents(session, status="open")
         assert row.top_suspect == "svc06"
     diagnosis = reads[-1]
-    near = int((ONSET + timedelta(minutes=1) - incidents.ALARM_LEAD).timestamp()) * 10**9
+    near = int((ONSET + timedelta(minutes=1) - SETTINGS.alarm_lead).timestamp()) * 10**9
     assert diagnosis[0] == near - int(SETTINGS.baseline.total_seconds()) * 10**9
-    assert diagnosis[1] <= near + int((ONSET_SEARCH_S + INCIDENT_S) * 10**9)
+    reach = SETTINGS.onset_search + SETTINGS.incident
+    assert diagnosis[1] <= near + int(reach.total_seconds() * 10**9)

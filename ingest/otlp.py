@@ -29,6 +29,10 @@ from ingest.spans import SPAN_COLUMNS, empty_spans
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 STATUS_ERROR = Status.STATUS_CODE_ERROR  # 2
+#: OpenTelemetry's semantic convention for a recorded exception: a span that carries one failed,
+#: whatever its status says (SDKs record it before, or without, setting the status).
+EXCEPTION_EVENT = "exception"
+
 # google.rpc.Code values used in error bodies
 INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED = (
     3,
@@ -125,7 +129,8 @@ def _from_protobuf(request: ExportTraceServiceRequest) -> Decoded:
                         span.name,
                         int(span.start_time_unix_nano),
                         int(span.end_time_unix_nano),
-                        span.status.code == STATUS_ERROR,
+                        span.status.code == STATUS_ERROR
+                        or any(event.name == EXCEPTION_EVENT for event in span.events),
                     )
                 )
     return _frame(rows, rejected)
@@ -164,7 +169,11 @@ def from_json(data: dict[str, Any]) -> Decoded:
                             str(span.get("name", "")),
                             int(span.get("startTimeUnixNano", 0)),
                             int(span.get("endTimeUnixNano", 0)),
-                            code in (STATUS_ERROR, "STATUS_CODE_ERROR"),
+                            code in (STATUS_ERROR, "STATUS_CODE_ERROR")
+                            or any(
+                                isinstance(event, dict) and event.get("name") == EXCEPTION_EVENT
+                                for event in _list(span, "events")
+                            ),
                         )
                     )
     except (TypeError, ValueError, AttributeError) as exc:

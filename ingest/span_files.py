@@ -52,6 +52,15 @@ def read_otlp_json(path: Path) -> pd.DataFrame:
     return normalize_spans(pd.concat(frames, ignore_index=True)) if frames else empty_spans()
 
 
+def _logs_an_error(span: dict[str, Any]) -> bool:
+    """An OpenTracing error log or an OpenTelemetry exception event, as Jaeger stores them."""
+    for log in span.get("logs") or []:
+        for item in log.get("fields") or []:
+            if item.get("key") == "event" and item.get("value") in ("error", "exception"):
+                return True
+    return False
+
+
 def read_jaeger_json(path: Path) -> pd.DataFrame:
     try:
         data = json.loads(_text(path))
@@ -78,8 +87,10 @@ def read_jaeger_json(path: Path) -> pd.DataFrame:
                         break
                 tags = {t.get("key"): t.get("value") for t in span.get("tags") or []}
                 code = tags.get("http.status_code")
-                error = tags.get("error") in (True, "true") or (
-                    isinstance(code, int | str) and str(code).isdigit() and int(code) >= 500
+                error = (
+                    tags.get("error") in (True, "true")
+                    or (isinstance(code, int | str) and str(code).isdigit() and int(code) >= 500)
+                    or _logs_an_error(span)
                 )
                 start = int(span["startTime"]) * 1000  # µs -> ns
                 rows.append(

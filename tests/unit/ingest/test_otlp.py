@@ -105,6 +105,24 @@ def test_json_ok_status_is_not_an_error_and_bad_ids_are_rejected_not_fatal() -> 
     assert decoded.rejected == 2 and decoded.reason
 
 
+def test_a_span_with_an_exception_event_failed_whatever_its_status() -> None:
+    message = protobuf_request()
+    root = message.resource_spans[0].scope_spans[0].spans[0]
+    root.events.add(name="exception", time_unix_nano=T0 + 5)
+    root.events.add(name="cache miss", time_unix_nano=T0 + 6)
+    assert otlp.decode(message.SerializeToString(), otlp.PROTOBUF).spans["error"].tolist() == [
+        True,
+        True,
+    ]
+    data = json_request("STATUS_CODE_UNSET")
+    span = data["resourceSpans"][0]["scopeSpans"][0]["spans"][0]  # type: ignore[index]
+    assert not otlp.decode(json.dumps(data).encode(), otlp.JSON).spans["error"].any()
+    span["events"] = [{"name": "retry"}]
+    assert not otlp.decode(json.dumps(data).encode(), otlp.JSON).spans["error"].any()
+    span["events"] = [{"name": "exception", "attributes": []}]
+    assert otlp.decode(json.dumps(data).encode(), otlp.JSON).spans["error"].all()
+
+
 def test_protobuf_spans_with_short_ids_are_rejected() -> None:
     message = protobuf_request()
     broken = message.resource_spans[0].scope_spans[0].spans.add()

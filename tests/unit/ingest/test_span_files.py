@@ -89,6 +89,21 @@ def test_jaeger_json_keeps_parents_services_errors_and_nanoseconds(tmp_path: Pat
     assert (spans["end_ns"] - spans["start_ns"]).tolist() == [9_000_000, 5_000_000]
 
 
+def test_jaeger_error_logs_and_exception_events_mark_a_failed_span(tmp_path: Path) -> None:
+    import copy
+
+    data = copy.deepcopy(JAEGER)
+    root = min(data["data"][0]["spans"], key=lambda s: s["startTime"])
+    path = tmp_path / "trace.json"
+    for event, failed in (("cache miss", False), ("exception", True), ("error", True)):
+        root["logs"] = [
+            {"timestamp": root["startTime"], "fields": [{"key": "event", "value": event}]}
+        ]
+        path.write_text(json.dumps(data))
+        spans = read_span_file(path, "jaeger").sort_values("start_ns")
+        assert spans["error"].tolist() == [failed, True], event
+
+
 def test_bad_files_say_where(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{\n  nope")

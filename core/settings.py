@@ -260,6 +260,11 @@ class RcaSettings(_Section):
         default=timedelta(minutes=2),
         description="how long before its first alarm an incident's change is looked for",
     )
+    metric_reference: Duration = Field(
+        default=timedelta(hours=6),
+        description="stored metrics of the incident's services this long before its onset "
+        "are the reference of their robust z (spans keep rca.baseline)",
+    )
 
 
 class VaultSettings(_Section):

@@ -9,8 +9,9 @@ onset is the change in the spans within `rca.onset_search` of the first alarm le
 `rca.alarm_lead` (`rca.windows.detect_onset`); the reference runs from `rca.baseline` before that
 to `rca.guard` before the onset, the incident at most `rca.incident` from the onset (the
 windows of `rca.windows.onset_windows`, the same rules as `rca-eval`), with the alarms' scores
-as model evidence per service. Everything happens in the caller's transaction: an incident is
-written whole or not at all.
+as model evidence per service and the stored metrics of the services in the spans (their
+reference reaching `rca.metric_reference` back) as metric evidence. Everything happens in the
+caller's transaction: an incident is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.database import fetch_tuples
 from core.settings import RcaSettings
 from ingest.span_store import read_spans
+from ingest.tables import SampleRow, SeriesRow
 from rca.analysis import analyze, annotate, call_edges
 from rca.findings import RcaReport, render_html, render_markdown
 from rca.tables import IncidentRow
@@ -178,14 +182,53 @@ def _diagnose(
         keep = {s for s, c in component.items() if c in mine}
         spans = spans[spans["service"].isin(keep)]
     relevant = {s: v for s, v in scores.items() if s in row.services}
+    # The stored metrics of the same services, over a longer reference than the spans'.
+    services = sorted(set(spans["service"]) | set(row.services)) if len(spans) else row.services
+    metric_start = near - _ns_of(settings.metric_reference)
+    metrics = metric_frame(db_session, services, start_ns=metric_start, end_ns=incident[1])
     report = analyze(
         spans if len(spans) else None,
         baseline=reference,
         incident=incident,
+        metrics=metrics if len(metrics.columns) else None,
         metric_scores=relevant,
+        metric_windows=((metric_start, reference[1]), incident),
         symptom=row.symptom,
     )
     store_report(row, report)
+
+
+def metric_frame(
+    db_session: Session, services: Sequence[str], *, start_ns: int, end_ns: int
+) -> pd.DataFrame:
+    """The stored samples of the services' series in [start, end) as the wide frame `analyze`
+    takes: UTC timestamps by "<service>|<target>{<other labels>}" columns."""
+    series = db_session.execute(
+        sa.select(SeriesRow.id, SeriesRow.service, SeriesRow.target, SeriesRow.labels).where(
+            SeriesRow.service.in_(list(services))
+        )
+    ).all()
+    if not series:
+        return pd.DataFrame()
+    names = {}
+    for series_id, service, target, labels in series:
+        extra = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if v != service)
+        names[series_id] = f"{service}|{target}" + (f"{{{extra}}}" if extra else "")
+    rows = fetch_tuples(
+        db_session,
+        sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
+            SampleRow.series_id.in_(list(names)),
+            SampleRow.ts >= start_ns // 10**9,
+            SampleRow.ts < -(-end_ns // 10**9),
+        ),
+    )
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows, columns=["series_id", "ts", "value"])
+    frame["column"] = frame["series_id"].map(names)
+    wide = frame.pivot_table(index="ts", columns="column", values="value", aggfunc="last")
+    wide.index = pd.to_datetime(wide.index, unit="s", utc=True)
+    return wide
 
 
 def store_report(row: IncidentRow, report: RcaReport) -> None:

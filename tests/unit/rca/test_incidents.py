@@ -120,3 +120,53 @@ def test_diagnosis_reads_a_bounded_window_however_long_the_incident_is_open(
     assert diagnosis[0] == near - int(SETTINGS.baseline.total_seconds()) * 10**9
     reach = SETTINGS.onset_search + SETTINGS.incident
     assert diagnosis[1] <= near + int(reach.total_seconds() * 10**9)
+
+
+def test_a_pod_metric_that_rises_names_its_service_when_the_spans_say_little(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The daemon's diagnosis reads the stored metrics of the services in the spans, with a
+    reference hours long: a CPU series that jumps at the onset names its service."""
+    import math
+
+    from ingest import service as ingest_service
+    from tests.unit.fakes import FakeSeries, FakeSource, make_target
+
+    onset_ns = int(ONSET.timestamp()) * 10**9
+    spans = SYSTEM.traces(
+        start_ns=onset_ns - 30 * 60 * 10**9, end_ns=onset_ns + 3 * 60 * 10**9, requests=1500
+    )  # no fault in the spans
+    onset_s = int(ONSET.timestamp())
+
+    def cpu(service: str):  # type: ignore[no-untyped-def]
+        def value(ts: int) -> float:
+            base = 0.3 + 0.02 * math.sin(ts * 12.9898 + len(service))
+            return base + (0.5 if service == "svc05" and ts >= onset_s else 0.0)
+
+        return value
+
+    source = FakeSource(
+        [FakeSeries("cpu", {"service": s, "pod": f"{s}-0"}, value=cpu(s)) for s in SYSTEM.services]
+    )
+    with sessions() as session:
+        store_spans(session, spans)
+        ingest_service.ingest_target(
+            session,
+            source=source,
+            target=make_target("cpu", lookback=timedelta(hours=6)),
+            now=ONSET + timedelta(minutes=3),
+            lag=timedelta(0),
+            max_catchup=timedelta(days=1),
+        )
+        session.commit()
+        group_alarms(
+            session,
+            [Alarm(1, "frontend", at(1), 5.0)],
+            now=ONSET + timedelta(minutes=3),
+            settings=SETTINGS,
+        )
+        session.commit()
+        (row,) = list_incidents(session, status="open")
+    assert row.top_suspect == "svc05"
+    named = row.report["suspects"][0]
+    assert "metric" in str(named)

@@ -200,7 +200,8 @@ def fetch_tuples(db_session: Session, query: Any) -> list[tuple[Any, ...]]:
         dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
     )
     order = compiled.positiontup
-    params = tuple(compiled.params[k] for k in order) if order else compiled.params
+    values = compiled.params  # a property that builds every parameter: read it once
+    params = tuple(values[k] for k in order) if order else values
     cursor = connection.connection.cursor()
     try:
         cursor.execute(str(compiled), params)

@@ -7,6 +7,7 @@ data, register it, and promote it only if it is better.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -369,6 +370,11 @@ def firing_alarms(db_session: Session, *, since: int) -> list[Alarm]:
     ]
 
 
+#: Forecast crossing probability below which the cycle skips the breach check's seasonal test
+#: (it can only lower a probability; reading the season costs a read per series).
+SEASONAL_CHECK_FROM = 1e-3
+
+
 def update_breaches(
     db_session: Session, limit: BreachSettings, rows: Sequence[dict[str, Any]], *, now: datetime
 ) -> int:
@@ -394,17 +400,28 @@ def update_breaches(
             step=int(group[0]["step"]),
             model="",
         )
+        prediction = predict_breach(forecast, limit.threshold, limit.direction, config)
+        # The seasonal check can only lower a probability: only series whose forecast alone
+        # gives a crossing a real chance read the stored season it needs.
+        near = np.flatnonzero(np.nan_to_num(prediction.probability) > SEASONAL_CHECK_FROM)
         history = _seasonal_window(
             db_session,
-            [int(r["series_id"]) for r in group],
+            [int(group[i]["series_id"]) for i in near],
             end=int(group[0]["made_at"]),
             step=forecast.step,
             horizon=forecast.values.shape[1],
             config=config,
         )
-        prediction = predict_breach(
-            forecast, limit.threshold, limit.direction, config, history=history
-        )
+        if history is not None:
+            subset = dataclasses.replace(
+                forecast, values=forecast.values[near], end=forecast.end[near]
+            )
+            checked = predict_breach(
+                subset, limit.threshold, limit.direction, config, history=history
+            )
+            combined = prediction.probability.copy()
+            combined[near] = checked.probability
+            prediction = dataclasses.replace(prediction, probability=combined)
         before = [previous.get(r["series_id"]) for r in group]
         streak, warn = next_streak([b.streak if b else 0 for b in before], prediction, config)
         eta = prediction.eta

@@ -23,7 +23,8 @@ def rolling_zscore(values: FloatArray, window: int = 288) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(std > 0, distance / std, np.where(distance > 0, np.inf, 0.0))
     z = np.nan_to_num(z, nan=0.0, posinf=np.inf)
-    return np.where(np.isinf(z), 1.0, z / (1.0 + z))
+    finite = np.where(np.isinf(z), 0.0, z)
+    return np.where(np.isinf(z), 1.0, finite / (1.0 + finite))
 
 
 def median_band(values: FloatArray, window: int = 1500) -> FloatArray:

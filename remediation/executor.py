@@ -240,12 +240,19 @@ class Executor:
                 raise ExecutionNotFoundError(f"no execution {execution_id}")
             proposal = session.get(ProposalRow, row.proposal_id)
             assert proposal is not None
-            dry_run, proposal_id = row.dry_run, row.proposal_id
+            dry_run, proposal_id = proposal.dry_run, row.proposal_id
+            run_dry = row.dry_run
             name, version = proposal.playbook, proposal.playbook_version
             params, target = dict(proposal.params), proposal.target
             digest = proposal.params_digest
-        if params_digest(name, version, params, target) != digest:
+        # The same digest as propose() and approve() compute: the dry-run flag is part of what
+        # was approved (a dry run is approved on lighter checks), so it is bound here too.
+        if params_digest(name, version, params, target, dry_run=dry_run) != digest:
             raise ExecutionFailed("the proposal's parameters no longer match what was approved")
+        if run_dry != dry_run:
+            raise ExecutionFailed(
+                "the execution's dry-run flag differs from what was approved; propose it again"
+            )
         playbook = self.playbooks().get(name)
         if playbook is None:
             raise ExecutionFailed(f"playbook {name!r} is not loaded")

@@ -60,7 +60,12 @@ def later(minutes: float) -> datetime:
 
 
 def proposed(
-    sessions: sessionmaker[Session], book: Playbook, *, target: str = "cart", now: datetime
+    sessions: sessionmaker[Session],
+    book: Playbook,
+    *,
+    target: str = "cart",
+    now: datetime,
+    dry_run: bool = False,
 ) -> service.Proposal:
     """Olga proposes `book` for `target` (parameter deployment = target), committed."""
     with sessions() as session:
@@ -72,6 +77,7 @@ def proposed(
             proposed_by="olga",
             evidence={},
             now=now,
+            dry_run=dry_run,
         )
         session.commit()
     return proposal
@@ -83,11 +89,12 @@ def approved(
     *,
     target: str = "cart",
     now: datetime | None = None,
+    dry_run: bool = False,
 ) -> int:
     """Olga proposes `book` for `target` (parameter deployment = target) and Ada approves it;
     returns the pending execution's id."""
     now = now or datetime.now(UTC)
-    proposal = proposed(sessions, book, target=target, now=now)
+    proposal = proposed(sessions, book, target=target, now=now, dry_run=dry_run)
     with sessions() as session:
         result = service.approve(
             session,

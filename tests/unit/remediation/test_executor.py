@@ -369,15 +369,13 @@ def test_dry_run_records_what_would_run_without_running_or_issuing(lite: Session
         ],
         vault=VAULT,
     )
-    execution_id = approved(lite, book)
-    with lite() as session:
-        session.execute(sa.update(ExecutionRow).values(dry_run=True))
-        session.commit()
+    # The real path: proposed as a dry run, approved on that digest, claimed and run.
+    execution_id = approved(lite, book, dry_run=True)
     broker = FakeBroker()
     result = executor(lite, book, broker, actions={"noop": lambda a, e: ran.append("x")}).run(
         execution_id
     )
-    assert result.status == "succeeded"
+    assert result.status == "succeeded", result.error
     assert broker.issued == [] and ran == []
     rows = steps_of(lite, execution_id)
     assert [r.status for r in rows] == ["skipped", "skipped"]
@@ -547,4 +545,20 @@ def test_parameters_edited_after_approval_are_refused_before_any_step(lite: Sess
         session.commit()
     result = executor(lite, book, actions={"noop": lambda a, e: ran.append("x")}).run(execution_id)
     assert result.status == "failed" and "no longer match" in (result.error or "")
+    assert ran == [] and steps_of(lite, execution_id) == []
+
+
+def test_a_dry_run_flag_flipped_after_approval_is_refused_before_any_step(
+    lite: Sessions,
+) -> None:
+    """The approval binds the dry-run flag: a dry run approved on the lighter dry-run checks
+    must never become a real run because someone edited the execution row."""
+    ran: list[str] = []
+    book = playbook([{"kind": "python", "name": "fix", "action": "noop"}])
+    execution_id = approved(lite, book, dry_run=True)
+    with lite() as session:
+        session.execute(sa.update(ExecutionRow).values(dry_run=False))
+        session.commit()
+    result = executor(lite, book, actions={"noop": lambda a, e: ran.append("x")}).run(execution_id)
+    assert result.status == "failed" and "dry-run" in (result.error or "")
     assert ran == [] and steps_of(lite, execution_id) == []

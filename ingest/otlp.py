@@ -78,14 +78,23 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise OtlpError(415, INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise OtlpError(400, INVALID_ARGUMENT, f"gzip body is corrupt: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise OtlpError(413, RESOURCE_EXHAUSTED, f"inflated body exceeds {limit} bytes")
-    return out
+    out = bytearray()
+    rest = body
+    # A gzip body may hold several members (RFC 1952); each must end with its CRC and size
+    # trailer, or the body was cut short and its spans cannot be trusted.
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise OtlpError(400, INVALID_ARGUMENT, f"gzip body is corrupt: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise OtlpError(413, RESOURCE_EXHAUSTED, f"inflated body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise OtlpError(400, INVALID_ARGUMENT, "gzip body is truncated: its trailer is missing")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def decode(body: bytes, kind: str) -> Decoded:

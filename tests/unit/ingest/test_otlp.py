@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 
 import pytest
 from google.protobuf.message import DecodeError
@@ -199,3 +200,31 @@ def test_decode_error_type_is_not_leaked() -> None:
     with pytest.raises(otlp.OtlpError) as caught:
         otlp.decode(b"\x0a\xff", otlp.PROTOBUF)
     assert not isinstance(caught.value, DecodeError)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda g: g[:-8], id="trailer-cut-off"),
+        pytest.param(lambda g: g[:-3], id="size-cut-short"),
+        pytest.param(lambda g: g[:-8] + bytes([g[-8] ^ 1]) + g[-7:], id="bad-crc"),
+        pytest.param(lambda g: g + b"trailing junk", id="junk-after-the-stream"),
+        pytest.param(lambda g: g[: len(g) // 2], id="stream-cut-in-half"),
+    ],
+)
+def test_a_damaged_gzip_body_is_400_not_inflated(damage: Callable[[bytes], bytes]) -> None:
+    whole = gzip.compress(protobuf_request().SerializeToString())
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.inflate(damage(whole), "gzip", 10_000)
+    assert caught.value.http_status == 400
+    assert caught.value.rpc_code == otlp.INVALID_ARGUMENT
+
+
+def test_concatenated_gzip_members_are_one_body() -> None:
+    raw = protobuf_request().SerializeToString()
+    half = len(raw) // 2
+    joined = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    assert otlp.inflate(joined, "gzip", 10_000) == raw
+    with pytest.raises(otlp.OtlpError) as caught:
+        otlp.inflate(joined, "gzip", len(raw) - 1)
+    assert caught.value.http_status == 413

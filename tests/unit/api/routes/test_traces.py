@@ -188,3 +188,18 @@ def test_an_unavailable_database_is_503_with_retry_after(
     assert b"locked" not in answer.content
     with sessions() as session:
         assert span_count(session) == 0
+
+
+def test_a_gzip_body_with_its_trailer_cut_off_is_400_and_stores_nothing(
+    client: TestClient, sessions: sessionmaker[Session], issue: Callable[[Role], str]
+) -> None:
+    token = bearer(issue(Role.INGEST))
+    whole = gzip.compress(request().SerializeToString())
+    cut = client.post(
+        "/v1/traces", content=whole[:-8], headers={**token, **PB, "Content-Encoding": "gzip"}
+    )
+    assert cut.status_code == 400 and cut.headers["content-type"] == PB["Content-Type"]
+    assert cut.content.startswith(b"\x08\x03\x12")  # google.rpc.Status, INVALID_ARGUMENT
+    assert b"gzip" in cut.content
+    with sessions() as session:
+        assert span_count(session) == 0

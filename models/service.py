@@ -543,6 +543,18 @@ def forecast_values(
     window[length - len(tail) :] = tail
     forecast, cold = predict_windows(models, forecaster, window[None, :], end, step)
     name = models.cold_start if cold[0] else forecaster.version
+    if not np.isfinite(forecast).all():
+        # A forecaster answers NaN where it has too little data to size a band: say what is
+        # missing rather than hand back quantiles that are not numbers.
+        observed = int(np.isfinite(window).sum())
+        used = models.cold(step) if cold[0] else forecaster
+        needed = getattr(used.config, "min_points", None)
+        if needed is not None and observed < needed:
+            raise ModelInputError(
+                f"too few values to forecast: {used.name} needs at least {needed} observed "
+                f"values, {observed} were given"
+            )
+        raise ModelInputError(f"the model {name} cannot forecast from these {observed} values")
     result = QuantileForecast(
         values=forecast.astype(np.float64),
         quantiles=tuple(forecaster.quantiles),

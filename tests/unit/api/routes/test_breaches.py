@@ -195,3 +195,22 @@ def test_a_new_breach_warning_proposes_matching_playbooks_once(
         assert isinstance(context.clock, FixedClock)
         context.clock.advance(timedelta(hours=2))
         assert len(expire_proposals(context)) == 1
+
+
+def test_adhoc_forecast_from_too_few_values_says_how_many_are_needed(
+    client: TestClient, issue: Callable[[Role], str]
+) -> None:
+    """2 to 4 values used to answer 200 with every quantile null; the cold-start band needs five
+    observations, so the answer is a 422 that says so, and five give real numbers."""
+    operator = bearer(issue(Role.OPERATOR))
+    for values in ([1.0, 2.0], [1.0, 2.0, 3.0], [None, 1.0, 2.0, 3.0, 4.0]):
+        body = {"values": values, "step_seconds": 60, "end": "2026-01-05T11:00:00Z"}
+        problem = assert_problem(client.post("/v1/forecasts", json=body, headers=operator), 422)
+        assert "at least 5" in problem["detail"] and "values" in problem["detail"], problem
+    body = {"values": [1.0, 2.0, 3.0, 4.0, 5.0], "step_seconds": 60, "limit": {"threshold": 9.0}}
+    response = client.post("/v1/forecasts", json=body, headers=operator)
+    assert response.status_code == 200, response.text
+    for point in response.json()["points"]:
+        q = point["quantiles"]
+        assert all(isinstance(v, float) for v in q.values()), q
+        assert q["p10"] <= q["p50"] <= q["p90"]

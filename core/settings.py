@@ -401,6 +401,10 @@ def load_settings(config: Path | None = None, *, search: bool = True) -> Setting
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+        duplicate = _duplicate_key(root)
+        if duplicate is not None:
+            key, line, first = duplicate
+            raise ConfigError(f"{path}:{line}: {key}: duplicate key (first at line {first})")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -419,6 +423,37 @@ def load_settings(config: Path | None = None, *, search: bool = True) -> Setting
             f"environment {env_name}: not valid JSON for `{field}` (a list or section needs "
             'JSON, e.g. PROGNOS_TARGETS=\'[{"name": "cpu", "query": "up"}]\')'
         ) from None
+
+
+def _duplicate_key(root: yaml.Node | None) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping: (dotted key, its line, the first one's line).
+
+    YAML keeps the last value silently, so the first would be lost unseen. This looks at the
+    composed nodes, not at construction, so a key overriding one brought in by a merge key
+    (`<<: *base`) is no duplicate, and an anchored node is looked at once.
+    """
+    seen: set[int] = set()
+    pending: list[tuple[yaml.Node, tuple[int | str, ...]]] = [(root, ())] if root else []
+    while pending:
+        node, loc = pending.pop(0)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend((item, (*loc, index)) for index, item in enumerate(node.value))
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            identity = (key_node.tag, key_node.value)
+            line = key_node.start_mark.line + 1
+            if identity in lines:
+                return _dotted((*loc, key_node.value)), line, lines[identity]
+            lines[identity] = line
+            pending.append((value, (*loc, key_node.value)))
+    return None
 
 
 def _describe(

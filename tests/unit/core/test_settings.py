@@ -281,6 +281,51 @@ def test_duplicate_target_names_are_refused(tmp_path: Path) -> None:
     assert "repeated: cpu" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        (
+            "prometheus:\n  url: http://a:9090\napi:\n  port: 1\nprometheus:\n  timeout: 5s\n",
+            5,
+            "prometheus",
+            1,
+        ),
+        (
+            "prometheus:\n  url: http://a:9090\n  timeout: 5s\n  url: http://b:9090\n",
+            4,
+            "prometheus.url",
+            2,
+        ),
+        (
+            "targets:\n  - name: cpu\n    query: up\n  - name: mem\n    query: m\n    name: disk\n",
+            6,
+            "targets[1].name",
+            4,
+        ),
+        ("api: {port: 1, port: 2}\n", 1, "api.port", 1),
+    ],
+)
+def test_a_duplicate_key_names_its_path_and_both_lines(
+    tmp_path: Path, text: str, line: int, key: str, first: int
+) -> None:
+    # YAML itself would keep the last one silently: the first value would be lost unseen.
+    path = write(tmp_path, text)
+    message = config_error(path)
+    assert f"{path}:{line}: {key}: duplicate key (first at line {first})" in message
+
+
+def test_a_merge_key_may_be_overridden_without_being_a_duplicate(tmp_path: Path) -> None:
+    text = (
+        "targets:\n  - &base {name: cpu, query: up, step: 30s}\n"
+        "  - <<: *base\n    name: mem\n    query: m\n"
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert [(t.name, t.query, t.step_seconds) for t in settings.targets] == [
+        ("cpu", "up", 30),
+        ("mem", "m", 30),
+    ]
+
+
 @pytest.mark.parametrize("name", ["1cpu", "cpu-usage", "cpu usage", ""])
 def test_target_names_must_be_identifiers(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, f"targets:\n  - name: '{name}'\n    query: up\n")

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -57,6 +57,7 @@ class Principal:
     token_id: str
     name: str
     role: Role
+    last_used_at: datetime | None = None  #: as recorded before this request
 
     def allows(self, required: Role) -> bool:
         return self.role in _GRANTS[required]
@@ -94,8 +95,32 @@ def authenticate(db_session: Session, *, token: str, now: datetime) -> Principal
         raise AuthError("unknown or wrong bearer token")
     if row.revoked_at is not None:
         raise AuthError("this token was revoked")
-    row.last_used_at = now
-    return Principal(row.token_id, row.name, Role(row.role))
+    # Authentication only reads: a read request must never queue behind another writer.
+    return Principal(row.token_id, row.name, Role(row.role), row.last_used_at)
+
+
+#: A token's last use is recorded at most this often (`record_use`).
+USE_RECORDED_EVERY = timedelta(minutes=5)
+
+
+def needs_recording(principal: Principal, now: datetime) -> bool:
+    last = principal.last_used_at
+    return last is None or now - last >= USE_RECORDED_EVERY
+
+
+def record_use(db_session: Session, *, token_id: str, now: datetime) -> None:
+    """Set a token's last use, unless another request did within `USE_RECORDED_EVERY`."""
+    db_session.execute(
+        sa.update(ApiTokenRow)
+        .where(
+            ApiTokenRow.token_id == token_id,
+            sa.or_(
+                ApiTokenRow.last_used_at.is_(None),
+                ApiTokenRow.last_used_at <= now - USE_RECORDED_EVERY,
+            ),
+        )
+        .values(last_used_at=now)
+    )
 
 
 def list_tokens(db_session: Session) -> list[ApiTokenRow]:

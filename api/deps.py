@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from api.auth import AuthError, ForbiddenError, Principal, Role, authenticate
+from api.auth import (
+    AuthError,
+    ForbiddenError,
+    Principal,
+    Role,
+    authenticate,
+    needs_recording,
+    record_use,
+)
 from api.context import AppContext
+
+log = logging.getLogger(__name__)
 
 
 def get_context(request: Request) -> AppContext:
@@ -42,17 +55,45 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def authorize(
+    request: Request,
+    context: AppContext,
+    session: Session,
+    role: Role,
+    background: BackgroundTasks | None = None,
+) -> Principal:
+    """The caller's principal if its token allows `role`. Its use is recorded at most every few
+    minutes: after the response when `background` is given, else here."""
+    now = context.clock.now()
+    principal = authenticate(session, token=bearer_token(request), now=now)
+    if not principal.allows(role):
+        raise ForbiddenError(f"role {principal.role.value!r} may not do this; needs {role.value!r}")
+    if needs_recording(principal, now):
+        if background is None:
+            remember_use(context, principal.token_id, now)
+        else:
+            background.add_task(remember_use, context, principal.token_id, now)
+    return principal
+
+
 def require(role: Role) -> Callable[..., Principal]:
-    def dependency(request: Request, context: ContextDep, session: SessionDep) -> Principal:
-        principal = authenticate(session, token=bearer_token(request), now=context.clock.now())
-        session.commit()  # records last_used_at
-        if not principal.allows(role):
-            raise ForbiddenError(
-                f"role {principal.role.value!r} may not do this; needs {role.value!r}"
-            )
-        return principal
+    def dependency(
+        request: Request, context: ContextDep, session: SessionDep, background: BackgroundTasks
+    ) -> Principal:
+        return authorize(request, context, session, role, background)
 
     return dependency
+
+
+def remember_use(context: AppContext, token_id: str, now: datetime) -> None:
+    """Record a token's use after the response, in its own short transaction: bookkeeping that
+    may wait for the database's write lock, never the request that used the token."""
+    try:
+        with context.sessions() as session:
+            record_use(session, token_id=token_id, now=now)
+            session.commit()
+    except OperationalError as exc:  # busy or down: the next use records it
+        log.warning("could not record the use of token %s: %s", token_id, type(exc).__name__)
 
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Role
-from api.deps import ContextDep, bearer_token, get_session, require
+from api.deps import ContextDep, authorize, bearer_token, get_session
 from api.metrics import CONTENT_TYPE, render
 from api.problems import problem
 from core.database import check_database
@@ -61,7 +61,7 @@ async def metrics(request: Request, context: ContextDep) -> Response:
             session_iter = get_session(context)
             session = next(session_iter)
             try:
-                require(Role.VIEWER)(request, context, session)
+                authorize(request, context, session, Role.VIEWER)
             finally:
                 session.close()
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import OperationalError
 
-from api.auth import AuthError, Role, authenticate
-from api.deps import ContextDep
+from api.auth import AuthError, Role, authenticate, needs_recording
+from api.deps import ContextDep, remember_use
 from core.database import session_scope
 from core.errors import PrognosError
 from ingest import otlp
@@ -38,7 +39,9 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
     kind = declared if declared in (otlp.PROTOBUF, otlp.JSON) else otlp.JSON
     limit = context.settings.spans.max_request_bytes
     try:
-        _authorize(request, context)  # before reading a byte of the body
+        # Blocking work (the token lookup, inflating, decoding, the store) runs in the thread
+        # pool: a large export must not stall every other request on the event loop.
+        await run_in_threadpool(_authorize, request, context)  # before reading the body
         kind = otlp.media_type(request.headers.get("content-type"))
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -48,11 +51,10 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
             body += chunk
             if len(body) > limit:
                 raise otlp.OtlpError(413, otlp.RESOURCE_EXHAUSTED, f"body exceeds {limit} bytes")
-        raw = otlp.inflate(bytes(body), request.headers.get("content-encoding"), limit)
-        decoded = otlp.decode(raw, kind)
-        with session_scope(context.sessions) as session:
-            stored = store_spans(session, decoded.spans)  # all of the batch or none of it
-            session.commit()
+        encoding = request.headers.get("content-encoding")
+        decoded, stored = await run_in_threadpool(
+            _ingest, context, bytes(body), encoding, kind, limit
+        )
     except otlp.OtlpError as exc:
         return _error(kind, exc)
     except (OperationalError, PrognosError) as exc:
@@ -63,17 +65,30 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
     return _answer(kind, 200, otlp.success_body(kind, decoded.rejected, decoded.reason))
 
 
+def _ingest(
+    context: ContextDep, body: bytes, encoding: str | None, kind: str, limit: int
+) -> tuple[otlp.Decoded, int]:
+    raw = otlp.inflate(body, encoding, limit)
+    decoded = otlp.decode(raw, kind)
+    with session_scope(context.sessions) as session:
+        stored = store_spans(session, decoded.spans)  # all of the batch or none of it
+        session.commit()
+    return decoded, stored
+
+
 def _authorize(request: Request, context: ContextDep) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise otlp.OtlpError(401, otlp.UNAUTHENTICATED, "send Authorization: Bearer <token>")
+    now = context.clock.now()
     with session_scope(context.sessions) as session:
         try:
-            principal = authenticate(session, token=token.strip(), now=context.clock.now())
+            principal = authenticate(session, token=token.strip(), now=now)
         except AuthError as exc:
             raise otlp.OtlpError(401, otlp.UNAUTHENTICATED, exc.message) from None
-        session.commit()
     if not principal.allows(Role.INGEST):
         message = f"role {principal.role.value!r} may not export spans; use an ingest token"
         raise otlp.OtlpError(403, otlp.PERMISSION_DENIED, message)
+    if needs_recording(principal, now):
+        remember_use(context, principal.token_id, now)

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import AuthError, Principal, Role, authenticate, list_tokens, revoke_token
 from api.tables import ApiTokenRow
+from core.clock import FixedClock
 from core.errors import NotFoundError
+from prognos.context import ServiceContext
 from tests.unit.api.helpers import NOW, assert_problem, bearer
 
 Issue = Callable[..., str]
@@ -113,6 +115,45 @@ def test_use_is_recorded(client: TestClient, issue: Issue, sessions: sessionmake
     client.get("/v1/series", headers=bearer(token))
     with sessions() as session:
         assert session.scalars(sa.select(ApiTokenRow)).one().last_used_at == NOW
+
+
+def test_reads_do_not_wait_for_a_writer_to_record_a_token_use(
+    client: TestClient,
+    context: ServiceContext,
+    issue: Issue,
+    sessions: sessionmaker[Session],
+) -> None:
+    """Authenticated reads write nothing while the use was recorded in the last few minutes,
+    so they never queue behind another writer (e.g. an ingest cycle)."""
+    import threading
+    from datetime import timedelta
+
+    assert isinstance(context.clock, FixedClock)
+    token = issue(Role.VIEWER)
+    assert client.get("/v1/series", headers=bearer(token)).status_code == 200  # recorded
+    context.clock.advance(timedelta(minutes=1))
+    writer = sessions()
+    writer.execute(sa.update(ApiTokenRow).values(name=ApiTokenRow.name))  # holds the write lock
+    answers: list[int] = []
+    read = threading.Thread(
+        target=lambda: answers.append(client.get("/v1/series", headers=bearer(token)).status_code)
+    )
+    try:
+        read.start()
+        read.join(timeout=5)
+        assert answers == [200], "the read waited for the writer"
+    finally:
+        writer.rollback()
+        writer.close()
+        read.join()
+    with sessions() as session:
+        assert session.scalars(sa.select(ApiTokenRow)).one().last_used_at == NOW
+    # Once the last record is old enough, the next use is recorded again (after the response).
+    context.clock.advance(timedelta(minutes=5))
+    client.get("/v1/series", headers=bearer(token))
+    with sessions() as session:
+        recorded = session.scalars(sa.select(ApiTokenRow)).one().last_used_at
+    assert recorded == NOW + timedelta(minutes=6)
 
 
 def test_authenticate_returns_who_is_calling(issue: Issue, sessions: sessionmaker[Session]) -> None:

@@ -203,3 +203,88 @@ def test_a_gzip_body_with_its_trailer_cut_off_is_400_and_stores_nothing(
     assert b"gzip" in cut.content
     with sessions() as session:
         assert span_count(session) == 0
+
+
+def test_inflating_decoding_and_storing_run_off_the_event_loop(
+    client: TestClient,
+    issue: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large export must not stall every other request: the blocking work of the intake (the
+    token lookup, gzip, decoding, the store) runs in the thread pool, not on the event loop."""
+    import asyncio
+
+    from api.routes import traces
+    from ingest import otlp
+
+    on_loop: list[str] = []
+
+    def watch(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(name)
+            except RuntimeError:
+                pass
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(otlp, "inflate", watch("inflate", otlp.inflate))
+    monkeypatch.setattr(otlp, "decode", watch("decode", otlp.decode))
+    monkeypatch.setattr(traces, "store_spans", watch("store", traces.store_spans))
+    monkeypatch.setattr(traces, "authenticate", watch("authenticate", traces.authenticate))
+    body = gzip.compress(request().SerializeToString())
+    token = bearer(issue(Role.INGEST))
+    response = client.post(
+        "/v1/traces", content=body, headers={**token, **PB, "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 200
+    assert on_loop == []
+
+
+def one_span_json(start: str) -> bytes:
+    span = (
+        f'{{"traceId": "{TRACE.hex()}", "spanId": "{ROOT.hex()}", "name": "x", '
+        f'"startTimeUnixNano": {start}, "endTimeUnixNano": "{T0}"}}'
+    )
+    return f'{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{span}]}}]}}]}}'.encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="deep"),
+        pytest.param(one_span_json("1e400"), id="1e400"),
+        pytest.param(one_span_json(str(2**70)), id="2**70"),
+        pytest.param(one_span_json(f'"{2**70}"'), id="2**70-string"),
+    ],
+)
+def test_out_of_range_json_is_an_otlp_400_not_a_problem_document(
+    client: TestClient, sessions: sessionmaker[Session], issue: Callable[[Role], str], body: bytes
+) -> None:
+    token = bearer(issue(Role.INGEST))
+    answer = client.post("/v1/traces", content=body, headers={**token, **JS})
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == JS["Content-Type"]
+    assert answer.json()["code"] == 3  # google.rpc.Status INVALID_ARGUMENT
+    with sessions() as session:
+        assert span_count(session) == 0
+
+
+def test_a_protobuf_time_past_int64_is_a_rejected_span_not_a_500(
+    client: TestClient, sessions: sessionmaker[Session], issue: Callable[[Role], str]
+) -> None:
+    message = request()
+    late = message.resource_spans[1].scope_spans[0].spans[0]
+    late.start_time_unix_nano = late.end_time_unix_nano = 2**64 - 1
+    answer = client.post(
+        "/v1/traces",
+        content=message.SerializeToString(),
+        headers={**bearer(issue(Role.INGEST)), **PB},
+    )
+    assert answer.status_code == 200
+    assert ExportTraceServiceResponse.FromString(answer.content).partial_success.rejected_spans == 1
+    with sessions() as session:
+        assert read_spans(session, T0, T0 + 1)["service"].tolist() == ["frontend"]
+        assert span_count(session) == 1

@@ -5,13 +5,16 @@ JSON follows the OTLP encoding, which differs from the proto3 JSON mapping: trac
 are hex strings, keys are lowerCamelCase, 64-bit integers may be strings, enums may be numbers.
 A malformed body is refused as a whole (400); a body over the limit, before or after gzip
 inflation, gets 413; an unsupported content type 415. Spans that cannot be used (missing ids)
-are left out and counted in `partial_success.rejected_spans`.
+are left out and counted in `partial_success.rejected_spans`; so are spans timed after
+2262, which the schema's uint64 allows but int64 nanoseconds (the span store's) cannot hold.
+A time that is no uint64 at all (negative, fractional, `1e400`, 2^70) is a malformed body.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,11 @@ STATUS_ERROR = Status.STATUS_CODE_ERROR  # 2
 #: OpenTelemetry's semantic convention for a recorded exception: a span that carries one failed,
 #: whatever its status says (SDKs record it before, or without, setting the status).
 EXCEPTION_EVENT = "exception"
+
+#: Span times: uint64 on the wire; the span store holds int64 nanoseconds (up to 2262-04-11).
+UINT64_MAX, INT64_MAX = 2**64 - 1, 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,20}")
+LATE_REASON = "timed after 2262 (beyond int64 nanoseconds)"
 
 # google.rpc.Code values used in error bodies
 INVALID_ARGUMENT, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED = (
@@ -111,6 +119,8 @@ def decode(body: bytes, kind: str) -> Decoded:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OtlpError(400, INVALID_ARGUMENT, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise OtlpError(400, INVALID_ARGUMENT, "body is not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpError(400, INVALID_ARGUMENT, "body must be a JSON object")
     return from_json(data)
@@ -118,7 +128,7 @@ def decode(body: bytes, kind: str) -> Decoded:
 
 def _from_protobuf(request: ExportTraceServiceRequest) -> Decoded:
     rows: list[tuple[Any, ...]] = []
-    rejected = 0
+    rejected = late = 0
     for resource_spans in request.resource_spans:
         service = "unknown_service"
         for attribute in resource_spans.resource.attributes:
@@ -128,6 +138,9 @@ def _from_protobuf(request: ExportTraceServiceRequest) -> Decoded:
             for span in scope.spans:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     rejected += 1
+                    continue
+                if max(span.start_time_unix_nano, span.end_time_unix_nano) > INT64_MAX:
+                    late += 1
                     continue
                 rows.append(
                     (
@@ -142,13 +155,13 @@ def _from_protobuf(request: ExportTraceServiceRequest) -> Decoded:
                         or any(event.name == EXCEPTION_EVENT for event in span.events),
                     )
                 )
-    return _frame(rows, rejected)
+    return _frame(rows, rejected, late)
 
 
 def from_json(data: dict[str, Any]) -> Decoded:
     """An ExportTraceServiceRequest in OTLP JSON (also what OTLP JSON files hold)."""
     rows: list[tuple[Any, ...]] = []
-    rejected = 0
+    rejected = late = 0
     try:
         for resource_spans in _list(data, "resourceSpans"):
             service = "unknown_service"
@@ -168,6 +181,11 @@ def from_json(data: dict[str, Any]) -> Decoded:
                     if parent and not _hex(parent, 16):
                         rejected += 1
                         continue
+                    start = _nanos(span, "startTimeUnixNano")
+                    end = _nanos(span, "endTimeUnixNano")
+                    if max(start, end) > INT64_MAX:
+                        late += 1
+                        continue
                     code = (span.get("status") or {}).get("code", 0)
                     rows.append(
                         (
@@ -176,8 +194,8 @@ def from_json(data: dict[str, Any]) -> Decoded:
                             parent.lower(),
                             service,
                             str(span.get("name", "")),
-                            int(span.get("startTimeUnixNano", 0)),
-                            int(span.get("endTimeUnixNano", 0)),
+                            start,
+                            end,
                             code in (STATUS_ERROR, "STATUS_CODE_ERROR")
                             or any(
                                 isinstance(event, dict) and event.get("name") == EXCEPTION_EVENT
@@ -187,7 +205,7 @@ def from_json(data: dict[str, Any]) -> Decoded:
                     )
     except (TypeError, ValueError, AttributeError) as exc:
         raise OtlpError(400, INVALID_ARGUMENT, f"malformed OTLP JSON: {exc}") from None
-    return _frame(rows, rejected)
+    return _frame(rows, rejected, late)
 
 
 def _list(container: Any, key: str) -> list[Any]:
@@ -195,6 +213,25 @@ def _list(container: Any, key: str) -> list[Any]:
     if not isinstance(value, list):
         raise TypeError(f"{key} must be a list")
     return value
+
+
+def _nanos(span: dict[str, Any], key: str) -> int:
+    """A fixed64 time in OTLP JSON: a number or a decimal string, whole and within uint64."""
+    value = span.get(key)
+    if value is None:
+        return 0
+    number: int | None = None
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():  # False for inf and nan
+        number = int(value)
+    if number is None or not 0 <= number <= UINT64_MAX:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(f"{key} must be a uint64 count of nanoseconds, not {shown}")
+    return number
 
 
 def _hex(value: Any, length: int) -> bool:
@@ -206,16 +243,23 @@ def _hex(value: Any, length: int) -> bool:
         return False
 
 
-def _frame(rows: list[tuple[Any, ...]], rejected: int) -> Decoded:
+def _frame(rows: list[tuple[Any, ...]], rejected: int, late: int = 0) -> Decoded:
     if not rows:
-        return Decoded(empty_spans(), rejected, "spans without valid ids" if rejected else "")
+        reason = "spans without valid ids" if rejected else ""
+        return Decoded(empty_spans(), rejected + late, _with_late(reason, late))
     frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS)).astype(SPAN_COLUMNS)
     bad = frame["end_ns"] < frame["start_ns"]
     if bad.any():
         rejected += int(bad.sum())
         frame = frame[~bad].reset_index(drop=True)
     reason = "spans without valid ids or ending before they start" if rejected else ""
-    return Decoded(frame, rejected, reason)
+    return Decoded(frame, rejected + late, _with_late(reason, late))
+
+
+def _with_late(reason: str, late: int) -> str:
+    if not late:
+        return reason
+    return f"{reason}; {late} {LATE_REASON}" if reason else f"{late} span(s) {LATE_REASON}"
 
 
 # ----------------------------------------------------------------------------- answers

@@ -228,3 +228,67 @@ def test_concatenated_gzip_members_are_one_body() -> None:
     with pytest.raises(otlp.OtlpError) as caught:
         otlp.inflate(joined, "gzip", len(raw) - 1)
     assert caught.value.http_status == 413
+
+
+def json_span_with_times(start: str, end: str) -> bytes:
+    """A one-span OTLP JSON body with the times written as given (raw JSON text)."""
+    span = (
+        f'{{"traceId": "{TRACE}", "spanId": "{ROOT}", "name": "x", '
+        f'"startTimeUnixNano": {start}, "endTimeUnixNano": {end}}}'
+    )
+    return f'{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{span}]}}]}}]}}'.encode()
+
+
+def test_json_nested_100k_deep_is_400_invalid_argument() -> None:
+    for body in (
+        b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"unknownField": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001,
+    ):
+        with pytest.raises(otlp.OtlpError) as caught:
+            otlp.decode(body, otlp.JSON)
+        assert caught.value.http_status == 400
+        assert caught.value.rpc_code == otlp.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        "1e400",
+        "-1e400",
+        '"1e400"',
+        str(2**70),
+        f'"{2**70}"',
+        str(2**64),
+        "-1",
+        '"-5"',
+        "NaN",
+        "Infinity",
+        "1.5",
+        "true",
+    ],
+)
+def test_a_json_time_that_is_no_uint64_is_400_invalid_argument(time: str) -> None:
+    for start, end in ((time, str(T0)), (str(T0), time)):
+        with pytest.raises(otlp.OtlpError) as caught:
+            otlp.decode(json_span_with_times(start, end), otlp.JSON)
+        assert caught.value.http_status == 400
+        assert caught.value.rpc_code == otlp.INVALID_ARGUMENT
+        assert "UnixNano" in caught.value.message
+
+
+def test_json_times_may_be_numbers_or_strings_within_uint64() -> None:
+    decoded = otlp.decode(json_span_with_times(f'"{T0}"', f"{float(T0 + 2**10)}"), otlp.JSON)
+    assert decoded.spans[["start_ns", "end_ns"]].values.tolist() == [[T0, T0 + 2**10]]
+
+
+def test_a_uint64_time_past_int64_rejects_the_span_not_the_request() -> None:
+    # Valid by the schema (fixed64), but past year 2262: not a time the span store can hold.
+    message = protobuf_request()
+    late = message.resource_spans[0].scope_spans[0].spans[1]
+    late.start_time_unix_nano, late.end_time_unix_nano = 2**63, 2**64 - 1
+    decoded = otlp.decode(message.SerializeToString(), otlp.PROTOBUF)
+    assert decoded.spans["span_id"].tolist() == [ROOT] and decoded.rejected == 1
+    assert "2262" in decoded.reason
+    body = json_span_with_times(f'"{T0}"', f'"{2**64 - 1}"')
+    decoded = otlp.decode(body, otlp.JSON)
+    assert decoded.spans.empty and decoded.rejected == 1

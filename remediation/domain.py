@@ -118,6 +118,13 @@ class ApproverRoleError(RemediationError):
     kind = ErrorKind.FORBIDDEN
 
 
+class EvidenceInvalidError(RemediationError):
+    """Evidence that is not JSON (NaN, Infinity) or larger than a proposal keeps."""
+
+    code = "evidence_invalid"
+    kind = ErrorKind.INVALID
+
+
 class ReasonRequiredError(RemediationError):
     code = "reason_required"
     kind = ErrorKind.INVALID
@@ -182,7 +189,8 @@ class Proposal:
     status: ProposalStatus
     proposed_by: str
     reason: str | None
-    evidence: dict[str, Any]
+    #: None where it was not read (lists leave it out: up to 64 KB each)
+    evidence: dict[str, Any] | None
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None
@@ -191,7 +199,13 @@ class Proposal:
     approvals: list[Approval] = field(default_factory=list)
 
     @classmethod
-    def from_row(cls, row: ProposalRow, approvals: list[ApprovalRow] | None = None) -> Proposal:
+    def from_row(
+        cls,
+        row: ProposalRow,
+        approvals: list[ApprovalRow] | None = None,
+        *,
+        with_evidence: bool = True,
+    ) -> Proposal:
         return cls(
             id=row.id,
             playbook=row.playbook,
@@ -202,7 +216,7 @@ class Proposal:
             status=ProposalStatus(row.status),
             proposed_by=row.proposed_by,
             reason=row.reason,
-            evidence=dict(row.evidence),
+            evidence=dict(row.evidence) if with_evidence else None,
             created_at=row.created_at,
             expires_at=row.expires_at,
             decided_at=row.decided_at,

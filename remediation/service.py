@@ -9,6 +9,7 @@ commits (and also commits when a `RemediationError` has `persist` set).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from core.errors import ErrorKind
 from ingest.tables import SeriesRow
@@ -30,6 +31,7 @@ from remediation.domain import (
     Decision,
     DigestMismatchError,
     DuplicateApprovalError,
+    EvidenceInvalidError,
     Execution,
     ExecutionNotFoundError,
     ExecutionStatus,
@@ -47,6 +49,7 @@ from remediation.domain import (
 from remediation.playbooks import (
     APPROVER_ROLES,
     Playbook,
+    canonical_json,
     match_playbooks,
     params_digest,
     validate_params,
@@ -82,6 +85,30 @@ def _check_target(target: str) -> str:
     return target
 
 
+#: The most evidence a proposal keeps, as compact UTF-8 JSON. Evidence is what a reviewer reads
+#: (an incident id, a breach snapshot, a short excerpt), not a log store: point to big data.
+MAX_EVIDENCE_BYTES = 64 * 1024
+
+
+def _encode_evidence(evidence: Mapping[str, Any]) -> bytes:
+    try:
+        encoded = canonical_json(dict(evidence))
+    except ValueError:
+        raise EvidenceInvalidError(
+            "evidence must be JSON: NaN and Infinity are not numbers JSON can carry"
+        ) from None
+    except (TypeError, RecursionError):
+        raise EvidenceInvalidError(
+            "evidence must be JSON: objects, arrays, strings, finite numbers, booleans, null"
+        ) from None
+    if len(encoded) > MAX_EVIDENCE_BYTES:
+        raise EvidenceInvalidError(
+            f"evidence is {len(encoded):,} bytes as JSON; a proposal keeps at most "
+            f"{MAX_EVIDENCE_BYTES:,}: attach a reference (an incident id, a URL) to larger data"
+        )
+    return encoded
+
+
 def propose(
     session: Session,
     *,
@@ -96,6 +123,8 @@ def propose(
     """Record a proposal with typed parameters (defaults applied) and its binding digest."""
     target = _check_target(target)
     typed = validate_params(playbook, params)
+    evidence = dict(evidence or {})
+    encoded = _encode_evidence(evidence)
     if not dry_run:
         guards.check_propose(session, playbook, target, now, actor=proposed_by)
     digest = params_digest(playbook.name, playbook.version, typed, target, dry_run=dry_run)
@@ -108,7 +137,7 @@ def propose(
         status=PROPOSED,
         proposed_by=proposed_by,
         reason=None,
-        evidence=dict(evidence or {}),
+        evidence=evidence,
         created_at=now,
         expires_at=now + playbook.approval.expires_after,
         decided_at=None,
@@ -132,7 +161,9 @@ def propose(
             "quorum": row.quorum,
             "dry_run": dry_run,
             "expires_at": row.expires_at.isoformat(),
-            "evidence": row.evidence,
+            # The proposal row keeps the evidence; the chain binds it without a second copy.
+            "evidence_sha256": hashlib.sha256(encoded).hexdigest(),
+            "evidence_bytes": len(encoded),
         },
         now=now,
     )
@@ -556,8 +587,16 @@ def list_proposals(
     limit: int = 50,
     before: int | None = None,
 ) -> list[Proposal]:
-    """Newest first; page with `before` = the smallest id of the previous page."""
-    query = sa.select(ProposalRow).order_by(ProposalRow.id.desc()).limit(limit)
+    """Newest first; page with `before` = the smallest id of the previous page.
+
+    Without their evidence (not even read): `get_proposal` has it, one proposal at a time.
+    """
+    query = (
+        sa.select(ProposalRow)
+        .options(defer(ProposalRow.evidence, raiseload=True))
+        .order_by(ProposalRow.id.desc())
+        .limit(limit)
+    )
     if status is not None:
         query = query.where(ProposalRow.status == status)
     if playbook is not None:
@@ -566,7 +605,8 @@ def list_proposals(
         query = query.where(ProposalRow.target == target)
     if before is not None:
         query = query.where(ProposalRow.id < before)
-    return [Proposal.from_row(r) for r in session.execute(query).scalars()]
+    rows = session.execute(query).scalars()
+    return [Proposal.from_row(r, with_evidence=False) for r in rows]
 
 
 def execution_for(session: Session, proposal_id: int) -> Execution | None:

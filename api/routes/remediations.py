@@ -41,7 +41,8 @@ class RemediationCreate(_Body):
     evidence: dict[str, Any] = Field(
         default_factory=dict,
         description="what caused it, e.g. {incident_id: 12}; {breach_series_id: N} attaches a "
-        "snapshot of that series' predicted breach",
+        f"snapshot of that series' predicted breach; at most {service.MAX_EVIDENCE_BYTES:,} "
+        "bytes as JSON",
     )
     dry_run: bool = Field(default=False, description="record what would run, run nothing")
 
@@ -100,7 +101,9 @@ class ExecutionRead(BaseModel):
     steps: list[StepRead]
 
 
-class RemediationRead(BaseModel):
+class RemediationSummary(BaseModel):
+    """A proposal as lists show it: its evidence and decisions are on its own page."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -112,18 +115,25 @@ class RemediationRead(BaseModel):
     status: str
     proposed_by: str
     reason: str | None
-    evidence: dict[str, Any]
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None
     quorum: int
     dry_run: bool
+
+
+class RemediationRead(RemediationSummary):
+    evidence: dict[str, Any] = Field(
+        description=f"at most {service.MAX_EVIDENCE_BYTES:,} bytes as JSON"
+    )
     approvals: list[ApprovalRead]
     execution: ExecutionRead | None = None
 
 
 class RemediationPage(BaseModel):
-    items: list[RemediationRead]
+    items: list[RemediationSummary] = Field(
+        description="newest first; GET /v1/remediations/{id} adds evidence and decisions"
+    )
     next_cursor: int | None = Field(description="pass as `before` for the next (older) page")
 
 
@@ -268,7 +278,8 @@ def list_remediations(
     more = len(items) > limit
     items = items[:limit]
     return RemediationPage(
-        items=[_read(p) for p in items], next_cursor=items[-1].id if more and items else None
+        items=[RemediationSummary.model_validate(p) for p in items],
+        next_cursor=items[-1].id if more and items else None,
     )
 
 

@@ -321,3 +321,48 @@ def test_a_breach_named_as_evidence_is_attached_as_a_snapshot(
         "evidence": {"breach_series_id": 999},
     }
     assert_problem(api.post("/v1/remediations", json=payload, headers=tokens["olga"]), 404)
+
+
+def test_evidence_is_bounded_and_kept_out_of_lists(
+    api: TestClient, tokens: dict[str, dict[str, str]], rem_context: ServiceContext
+) -> None:
+    """Evidence over 64 KB (8 MB used to be accepted, stored twice and sent in every list) is
+    refused with a problem naming the field; lists and the audit trail leave it out."""
+    payload = {"playbook": "restart", "target": "cart", "params": {"deployment": "cart"}}
+    huge = {**payload, "evidence": {"log": "x" * 70_000}}
+    body = assert_problem(api.post("/v1/remediations", json=huge, headers=tokens["olga"]), 422)
+    assert "evidence" in body["detail"] and "65536" in body["detail"].replace(",", "")
+    assert api.get("/v1/remediations", headers=tokens["viewer"]).json()["items"] == []
+
+    kept = {"log": "y" * 60_000, "incident_id": 3}
+    created = propose(api, tokens, evidence=kept)
+    listed = api.get("/v1/remediations", headers=tokens["viewer"]).json()["items"]
+    assert [p["id"] for p in listed] == [created["id"]]
+    assert "evidence" not in listed[0]
+    shown = api.get(f"/v1/remediations/{created['id']}", headers=tokens["viewer"]).json()
+    assert shown["evidence"] == kept
+    entries = api.get("/v1/audit", headers=tokens["viewer"]).json()["items"]
+    assert entries[0]["action"] == "propose" and "y" * 100 not in str(entries[0]["data"])
+    assert len(entries[0]["data"]["evidence_sha256"]) == 64
+    with rem_context.sessions() as session:
+        result = audit.verify(session, rem_context.settings.data_dir / "audit-head")
+    assert result.ok
+
+
+def test_evidence_that_is_not_json_is_refused(
+    api: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    """NaN and Infinity parse (Python's JSON reader takes them) but are not JSON: a 422."""
+    for bad in ("NaN", "Infinity", "-Infinity"):
+        raw = (
+            '{"playbook": "restart", "target": "cart", "params": {"deployment": "cart"}, '
+            f'"evidence": {{"score": {bad}}}}}'
+        )
+        response = api.post(
+            "/v1/remediations",
+            content=raw,
+            headers={**tokens["olga"], "content-type": "application/json"},
+        )
+        body = assert_problem(response, 422)
+        assert "evidence" in body["detail"], body
+    assert api.get("/v1/remediations", headers=tokens["viewer"]).json()["items"] == []

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.context import AppContext
+from api.limits import BodyGuard
 from api.metrics import build_registry
 from api.routes import health, incidents, predictions, remediations, series, traces, ui
 
@@ -45,6 +46,7 @@ def create_app(context: AppContext) -> FastAPI:
     app.state.context = context
     app.state.registry = build_registry(context, _version())
     problems.install(app)
+    app.add_middleware(BodyGuard, context=context)
     app.include_router(health.router)
     app.include_router(series.router)
     app.include_router(predictions.router)

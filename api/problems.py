@@ -35,6 +35,7 @@ _TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     410: "Gone",
+    413: "Content too large",
     422: "Unprocessable content",
     500: "Internal server error",
     503: "Service unavailable",

@@ -219,6 +219,11 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     metrics_require_token: bool = False
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="largest request body any route reads (spans: spans.max_request_bytes)",
+    )
 
 
 class LoggingSettings(_Section):

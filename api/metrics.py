@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from api.context import AppContext
 from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
-from models.tables import AnomalyScoreRow, BreachRow, ForecastRow
+from models.tables import BreachRow, DetectorStateRow, ForecastRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -78,10 +78,8 @@ class StateCollector(Collector):
     def _predictions(self) -> Iterator[Metric]:
         """Forecasts at 5/15/30 minutes ahead and the newest anomaly score of every series."""
         forecast = Metric("prognos_forecast", "Forecast quantiles per series and horizon", "gauge")
-        score = Metric("prognos_anomaly_score", "Newest calibrated anomaly score", "gauge")
-        flag = Metric(
-            "prognos_anomaly", "1 if the newest score is at or above the threshold", "gauge"
-        )
+        score = Metric("prognos_anomaly_score", "Newest anomaly score (z-like)", "gauge")
+        flag = Metric("prognos_anomaly", "1 if the detector alarmed on the newest step", "gauge")
         chance = Metric(
             "prognos_breach_probability",
             "P(the series crosses its configured limit within the forecast horizon)",
@@ -110,20 +108,12 @@ class StateCollector(Collector):
                             {**base, "prognos_quantile": f"{q:g}", "horizon": label},
                             value,
                         )
-            newest = (
-                sa.select(AnomalyScoreRow.series_id, sa.func.max(AnomalyScoreRow.ts).label("ts"))
-                .group_by(AnomalyScoreRow.series_id)
-                .subquery()
-            )
+            # Each series' newest verdict is kept with its detector state: no grouping over
+            # every stored score on each scrape.
             scored = session.execute(
-                sa.select(AnomalyScoreRow.score, AnomalyScoreRow.alarm, SeriesRow)
-                .join(
-                    newest,
-                    (newest.c.series_id == AnomalyScoreRow.series_id)
-                    & (newest.c.ts == AnomalyScoreRow.ts),
+                sa.select(DetectorStateRow.last_score, DetectorStateRow.last_alarm, SeriesRow).join(
+                    SeriesRow, SeriesRow.id == DetectorStateRow.series_id
                 )
-                .join(SeriesRow, SeriesRow.id == AnomalyScoreRow.series_id)
-                .where(AnomalyScoreRow.score.is_not(None))
             ).all()
             for latest, alarm, s in scored:
                 if latest is None:

@@ -299,6 +299,9 @@ def score_new_points(
                 "state": out.state.to_json(),
                 "config": digest,
                 "updated_at": now,
+                "last_ts": int(out.ts[-1]),
+                "last_score": score[-1],
+                "last_alarm": bool(out.alarm[-1]),
             }
         )
     if score_rows:
@@ -311,7 +314,17 @@ def score_new_points(
         db_session.execute(
             insert.on_conflict_do_update(
                 index_elements=["series_id"],
-                set_={c: insert.excluded[c] for c in ("state", "config", "updated_at")},
+                set_={
+                    c: insert.excluded[c]
+                    for c in (
+                        "state",
+                        "config",
+                        "updated_at",
+                        "last_ts",
+                        "last_score",
+                        "last_alarm",
+                    )
+                },
             ),
             state_rows,
         )

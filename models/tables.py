@@ -81,6 +81,11 @@ class DetectorStateRow(Base):
     state: Mapped[str] = mapped_column(sa.Text)
     config: Mapped[str] = mapped_column(sa.String(64))  #: digest of the detector's config
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: the newest scored step, its score and whether it alarmed: what /metrics exports, without
+    #: grouping over every stored score
+    last_ts: Mapped[int] = mapped_column(sa.BigInteger)
+    last_score: Mapped[float] = mapped_column(sa.Float(precision=53))
+    last_alarm: Mapped[bool] = mapped_column(sa.Boolean)
 
 
 class AnomalyFeedbackRow(Base):

@@ -27,6 +27,9 @@ def upgrade() -> None:
         sa.Column("state", sa.Text(), nullable=False),
         sa.Column("config", sa.String(64), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_ts", sa.BigInteger(), nullable=False),
+        sa.Column("last_score", sa.Float(precision=53), nullable=False),
+        sa.Column("last_alarm", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["series_id"],
             ["series.id"],

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Role
 from core.clock import FixedClock
-from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
+from ingest.tables import SeriesRow
+from models.tables import AnomalyFeedbackRow, AnomalyScoreRow, DetectorStateRow
 from prognos.context import ServiceContext
 from prognos.jobs import forecast_cycle
 from tests.unit.api.helpers import NOW, assert_problem, bearer, ingest_once
@@ -81,9 +82,23 @@ def test_anomalies_are_filtered_by_score_and_time(
     ] == [9.0]
     later = (NOW + timedelta(minutes=5)).isoformat()
     assert client.get("/v1/anomalies", params={"since": later}, headers=bearer(token)).json() == []
+    # /metrics exports each series' newest verdict, kept with its detector state.
+    with sessions() as session:
+        session.execute(
+            sa.update(DetectorStateRow)
+            .where(DetectorStateRow.series_id == ids[1])
+            .values(last_score=5.0, last_alarm=True)
+        )
+        session.commit()
+        cart = session.get(SeriesRow, ids[1])
+        assert cart is not None
     metrics = client.get("/metrics").text
-    assert "prognos_anomaly_score{" in metrics
-    assert 'prognos_anomaly{pod="cart-0",service="cart",target="memory"} 1.0' in metrics
+    assert metrics.count("prognos_anomaly_score{") == len(ids)
+    labels = ",".join(
+        f'{k}="{v}"' for k, v in sorted({**cart.labels, "target": cart.target}.items())
+    )
+    assert f"prognos_anomaly{{{labels}}} 1.0" in metrics
+    assert f"prognos_anomaly_score{{{labels}}} 5.0" in metrics
     assert 'horizon="15m"' in metrics and 'prognos_quantile="0.5"' in metrics
 
 

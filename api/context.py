@@ -32,6 +32,11 @@ class AppContext(Protocol):
     @property
     def models(self) -> ServingModels: ...
     @property
+    def integrity(self) -> str | None:
+        """What the start's integrity check found wrong with the database (None: nothing)."""
+        ...
+
+    @property
     def on_start(self) -> list[Callable[[], None]]:
         """Started with the app (e.g. the executor, the scheduler in `prognos run`)."""
         ...

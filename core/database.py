@@ -108,6 +108,21 @@ def check_database(engine: Engine) -> None:
         ) from None
 
 
+def integrity_problem(engine: Engine) -> str | None:
+    """SQLite's `PRAGMA quick_check` (None when it says ok); None on other databases, whose
+    servers check their own files. Run at start: it reads the whole file."""
+    if engine.dialect.name != "sqlite":
+        return None
+    try:
+        with engine.connect() as conn:
+            rows = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+    except SQLAlchemyError as exc:
+        return f"the database file failed its integrity check: {_short(exc)}"
+    if rows == ["ok"]:
+        return None
+    return f"the database file failed its integrity check: {'; '.join(rows[:3])}"
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (default: the newest). Safe to call at every start."""
     from alembic import command

@@ -57,6 +57,7 @@ class ServingModels:
         self.cold_config = cold_config
         self._loaded: dict[int, tuple[int | None, Forecaster]] = {}
         self._detector: dict[int, dict[str, Any]] = {}
+        self._failed: dict[str, str] = {}  #: family -> why its active version does not load
 
     def for_step(self, db_session: Session, step: int) -> Forecaster:
         family = registry.family_for(step)
@@ -67,6 +68,7 @@ class ServingModels:
                 forecaster, metadata = load_model(Path(row.path))
                 self._loaded[step] = (row.id, forecaster)
                 self._detector[step] = dict(metadata.detector or {})
+                self._failed.pop(family, None)
                 log.info("serving %s v%d (%s)", family, row.version, row.forecaster)
                 if metadata.detector is None:
                     log.info(
@@ -76,6 +78,7 @@ class ServingModels:
                         row.version,
                     )
             except ModelArtifactError as exc:
+                self._failed[family] = f"v{row.version}: {exc.message}"
                 log.error(
                     "active model %s v%d cannot be loaded, keeping the previous one: %s",
                     family,
@@ -85,6 +88,18 @@ class ServingModels:
         if step not in self._loaded:
             self._loaded[step] = (None, self.cold(step))
         return self._loaded[step][1]
+
+    def verify(self, db_session: Session) -> dict[str, str]:
+        """Load every family's active version once (as a cycle would), so that a lost or
+        damaged artifact is known at start; returns `failures()`."""
+        for row in registry.list_models(db_session):
+            if row.status == "active":
+                self.for_step(db_session, row.step)
+        return self.failures()
+
+    def failures(self) -> dict[str, str]:
+        """Families whose active version could not be loaded the last time it was tried."""
+        return dict(self._failed)
 
     def detector_settings(self, step: int) -> dict[str, Any]:
         """The detector settings saved with the model serving `step` ({}: the defaults)."""

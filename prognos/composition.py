@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from core.clock import Clock, SystemClock
-from core.database import create_engine, migrate, session_factory
+from core.database import create_engine, integrity_problem, migrate, session_factory
 from core.errors import ConfigError
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
@@ -48,7 +48,8 @@ def build_context(
     settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True
 ) -> ServiceContext:
     engine = create_engine(settings.database_url, echo=settings.database.echo)
-    if run_migrations:
+    integrity = integrity_problem(engine)  # before migrating: never write to a damaged file
+    if run_migrations and integrity is None:
         migrate(engine)
     source, targets = build_source(settings)
     log.info("source: %s; %d target(s)", source.describe(), len(targets))
@@ -65,6 +66,15 @@ def build_context(
         clock=clock or SystemClock(),
         models=ServingModels(cold_start=settings.models.cold_start, cold_config=shape),
     )
+    context.integrity = integrity
+    if context.integrity:
+        log.error("%s; restore it from a backup (`/readyz` reports not ready)", context.integrity)
+    else:
+        with sessions() as session:
+            for family, problem in context.models.verify(session).items():
+                log.error(
+                    "model %s: %s (the previous model or the cold band serves)", family, problem
+                )
     for target in targets:  # refuse bad detector settings at start, naming the target
         try:
             context.detector_for(target)

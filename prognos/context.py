@@ -36,6 +36,8 @@ class ServiceContext:
     # first use) and the hook an approval calls after commit to start the executor at once.
     playbooks: dict[str, Playbook] | None = None
     wake_executor: Callable[[], None] = field(default=lambda: None)
+    #: what the start's integrity check found wrong with the database (None: nothing)
+    integrity: str | None = None
 
     def detector_for(self, target: TargetSettings) -> DetectorConfig:
         """The target's detector: the settings saved with the model serving its step, then

@@ -13,7 +13,8 @@ from api.deps import ContextDep, authorize, bearer_token, get_session
 from api.metrics import CONTENT_TYPE, render
 from api.problems import problem
 from core.database import check_database
-from core.errors import PrognosError
+from core.errors import DatabaseUnavailableError, PrognosError
+from models.errors import ModelArtifactError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -24,12 +25,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the metric source answer")
+@router.get(
+    "/readyz",
+    summary="Ready when the database answers and is sound; other parts failing is 'degraded'",
+)
 def readyz(context: ContextDep, request: Request) -> JSONResponse:
+    """The database decides readiness: without it nothing works. The metric source and the
+    models failing leave the API and the approvals page useful: "degraded", still 200."""
     checks: dict[str, dict[str, str]] = {}
     for name, probe in (
-        ("database", lambda: check_database(context.engine)),
+        ("database", lambda: _database(context)),
         ("source", context.source.check),
+        ("models", lambda: _models(context)),
     ):
         try:
             probe()
@@ -39,16 +46,31 @@ def readyz(context: ContextDep, request: Request) -> JSONResponse:
         except Exception:
             log.exception("readiness check %s failed unexpectedly", name)
             checks[name] = {"status": "failed", "error": "unexpected error; see the service log"}
-    if all(c["status"] == "ok" for c in checks.values()):
-        return JSONResponse({"status": "ready", "checks": checks})
-    failed = ", ".join(n for n, c in checks.items() if c["status"] != "ok")
-    return problem(
-        503,
-        detail=f"not ready: {failed} failing",
-        code="not_ready",
-        instance=request.url.path,
-        checks=checks,
-    )
+    if checks["database"]["status"] != "ok":
+        return problem(
+            503,
+            detail="not ready: database failing",
+            code="not_ready",
+            instance=request.url.path,
+            checks=checks,
+        )
+    failing = [n for n, c in checks.items() if c["status"] != "ok"]
+    status = "degraded" if failing else "ready"
+    return JSONResponse({"status": status, "checks": checks})
+
+
+def _database(context: ContextDep) -> None:
+    check_database(context.engine)
+    if context.integrity:  # found at start: a full check per request would read the whole file
+        raise DatabaseUnavailableError(context.integrity)
+
+
+def _models(context: ContextDep) -> None:
+    failures = context.models.failures()
+    if failures:
+        raise ModelArtifactError(
+            "; ".join(f"{family} {problem}" for family, problem in sorted(failures.items()))
+        )
 
 
 @router.get(

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import BackgroundTasks, Depends, Request
+from pydantic import AfterValidator, Field
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -21,8 +22,29 @@ from api.auth import (
     record_use,
 )
 from api.context import AppContext
+from core.clock import ensure_utc
 
 log = logging.getLogger(__name__)
+
+# -- bounded input: a number or time the database cannot hold is a 422, never a driver's 500
+
+#: Row ids (and the cursors made of them) are INTEGER columns: 32 bits on PostgreSQL, so a
+#: larger id names no row; passed on, it overflows the driver.
+ROW_ID_MAX = 2**31 - 1
+RowId = Annotated[int, Field(ge=-ROW_ID_MAX - 1, le=ROW_ID_MAX)]
+#: Offsets reach SQL as 64-bit integers on every database.
+Offset = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return ensure_utc(value)  # naive is UTC, as everywhere in Prognos
+    except OverflowError:
+        raise ValueError("is outside the years 1 to 9999 once taken to UTC") from None
+
+
+#: A time given by a client, in UTC.
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
 
 
 def get_context(request: Request) -> AppContext:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from api.deps import SessionDep, Viewer
+from api.deps import Offset, RowId, SessionDep, UtcTime, Viewer
 from core.errors import ErrorKind, PrognosError
 from rca.incidents import get_incident as find_incident
 from rca.incidents import list_incidents
@@ -69,10 +69,10 @@ def get_incidents(
     session: SessionDep,
     status: Literal["open", "closed"] | None = None,
     service: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcTime | None = None,
+    until: UtcTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[IncidentRead]:
     rows = list_incidents(
         session,
@@ -87,18 +87,18 @@ def get_incidents(
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentRead, summary="One incident")
-def get_incident(incident_id: int, _: Viewer, session: SessionDep) -> IncidentRead:
+def get_incident(incident_id: RowId, _: Viewer, session: SessionDep) -> IncidentRead:
     return _read(_get(session, incident_id), with_report=True)
 
 
 @router.get("/incidents/{incident_id}/report.md", summary="The report as Markdown")
-def incident_markdown(incident_id: int, _: Viewer, session: SessionDep) -> Response:
+def incident_markdown(incident_id: RowId, _: Viewer, session: SessionDep) -> Response:
     row = _get(session, incident_id)
     return Response(row.markdown or "", media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/incidents/{incident_id}/report.html", summary="The report as a page")
-def incident_html(incident_id: int, _: Viewer, session: SessionDep) -> Response:
+def incident_html(incident_id: RowId, _: Viewer, session: SessionDep) -> Response:
     row = _get(session, incident_id)
     return Response(
         row.html or "",

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.deps import Admin, ContextDep, Operator, SessionDep, Viewer
+from api.deps import (
+    ROW_ID_MAX,
+    Admin,
+    ContextDep,
+    Offset,
+    Operator,
+    RowId,
+    SessionDep,
+    UtcTime,
+    Viewer,
+)
 from core.clock import from_epoch, to_epoch
 from ingest.tables import SeriesRow
 from models import registry
 from models.breach import BreachConfig, predict_breach
 from models.detector import Detector, detector_config
+from models.errors import AnomalyNotFoundError
 from models.service import forecast_values, record_feedback
 from models.tables import AnomalyScoreRow, BreachRow, ForecastRow, ModelRow
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
+
+#: The epoch seconds a datetime can hold (years 1 to 9999): times past them cannot be answered.
+_EPOCH_MIN = to_epoch(datetime.min.replace(tzinfo=UTC))
+_EPOCH_MAX = to_epoch(datetime.max.replace(tzinfo=UTC))
 
 
 class QuantilePoint(BaseModel):
@@ -95,9 +111,9 @@ def list_forecasts(
     session: SessionDep,
     target: str | None = None,
     service: str | None = None,
-    series_id: int | None = None,
+    series_id: RowId | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: int | None = None,
+    cursor: RowId | None = None,
 ) -> ForecastPage:
     query = sa.select(ForecastRow, SeriesRow).join(SeriesRow, SeriesRow.id == ForecastRow.series_id)
     query = _series_filter(query, target, service, series_id).order_by(ForecastRow.series_id)
@@ -139,9 +155,9 @@ def list_anomalies(
     context: ContextDep,
     target: str | None = None,
     service: str | None = None,
-    series_id: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    series_id: RowId | None = None,
+    since: UtcTime | None = None,
+    until: UtcTime | None = None,
     min_score: Annotated[
         float | None, Query(description="every score at or above this (default: alarms only)")
     ] = None,
@@ -212,6 +228,8 @@ def anomaly_feedback(
     context: ContextDep,
 ) -> AnomalyFeedbackRead:
     series_id, ts = (int(part) for part in anomaly_id.split("-"))
+    if series_id > ROW_ID_MAX or not _EPOCH_MIN <= ts <= _EPOCH_MAX:
+        raise AnomalyNotFoundError(f"no scored step {anomaly_id}: no such series or time")
     row = record_feedback(
         session,
         series_id=series_id,
@@ -254,7 +272,7 @@ def list_models(_: Viewer, session: SessionDep, family: str | None = None) -> li
     summary="Make a version active (its artifact must load)",
 )
 def promote_model(
-    model_id: int, principal: Admin, session: SessionDep, context: ContextDep
+    model_id: RowId, principal: Admin, session: SessionDep, context: ContextDep
 ) -> ModelRead:
     row = registry.promote(
         session, model_id=model_id, now=context.clock.now(), note=f"promoted by {principal.name}"
@@ -300,11 +318,11 @@ def list_breaches(
     session: SessionDep,
     target: str | None = None,
     service: str | None = None,
-    series_id: int | None = None,
+    series_id: RowId | None = None,
     warning_only: bool = True,
     min_probability: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[BreachRead]:
     query = (
         sa.select(BreachRow, SeriesRow)
@@ -376,9 +394,22 @@ class AdhocForecastRequest(BaseModel):
     @field_validator("end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the years 1 to 9999 once taken to UTC") from None
+
+    @model_validator(mode="after")
+    def _starts_in_the_calendar(self) -> Self:
+        if self.end is not None:
+            first = to_epoch(self.end) - (len(self.values) - 1) * self.step_seconds
+            if first < _EPOCH_MIN:
+                raise ValueError("end puts the first of the values before the year 1")
+        return self
 
 
 class AdhocBreach(BaseModel):
@@ -417,6 +448,16 @@ def adhoc_forecast(
     end = to_epoch(context.clock.now()) // step * step if body.end is None else to_epoch(body.end)
     values = [math.nan if v is None else v for v in body.values]
     forecast, model = forecast_values(session, context.models, values, step=step, end=end)
+    if end + forecast.values.shape[1] * step > _EPOCH_MAX:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "end"),
+                    "msg": "end puts the forecast's horizon past the year 9999",
+                }
+            ]
+        )
     stamps = end - step * np.arange(len(values) - 1, -1, -1, dtype=np.int64)
     detected = Detector(detector_config(context.settings.models.detector)).update(
         None, stamps, np.asarray(values, dtype=np.float64)

@@ -10,7 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
-from api.deps import Approver, ContextDep, Operator, SessionDep, Viewer
+from api.deps import ROW_ID_MAX, Approver, ContextDep, Operator, RowId, SessionDep, Viewer
 from core.errors import ErrorKind
 from remediation import audit, service
 from remediation.domain import (
@@ -235,7 +235,9 @@ def propose(
     evidence = dict(body.evidence)
     series_id = evidence.get("breach_series_id")
     if isinstance(series_id, int) and not isinstance(series_id, bool):
-        snapshot = service.breach_evidence(session, series_id)
+        # An id past the column's range names no series (and would overflow the driver).
+        in_range = abs(series_id) <= ROW_ID_MAX
+        snapshot = service.breach_evidence(session, series_id) if in_range else None
         if snapshot is None:
             raise EvidenceNotFoundError(f"series {series_id} has no predicted breach")
         evidence["breach"] = snapshot
@@ -265,7 +267,7 @@ def list_remediations(
     playbook: Annotated[str | None, Query(max_length=128)] = None,
     target: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="cursor: older than this id")] = None,
+    before: Annotated[RowId | None, Query(ge=1, description="cursor: older than this id")] = None,
 ) -> RemediationPage:
     items = service.list_proposals(
         session,
@@ -284,13 +286,13 @@ def list_remediations(
 
 
 @router.get("/remediations/{proposal_id}")
-def show_remediation(proposal_id: int, _: Viewer, session: SessionDep) -> RemediationRead:
+def show_remediation(proposal_id: RowId, _: Viewer, session: SessionDep) -> RemediationRead:
     return _full(session, proposal_id)
 
 
 @router.post("/remediations/{proposal_id}/approve")
 def approve(
-    proposal_id: int,
+    proposal_id: RowId,
     body: ApproveBody,
     who: Approver,
     context: ContextDep,
@@ -317,7 +319,7 @@ def approve(
 
 @router.post("/remediations/{proposal_id}/reject")
 def reject(
-    proposal_id: int,
+    proposal_id: RowId,
     body: RejectBody,
     who: Approver,
     context: ContextDep,
@@ -343,7 +345,7 @@ def reject(
 
 @router.post("/remediations/{proposal_id}/cancel")
 def cancel(
-    proposal_id: int,
+    proposal_id: RowId,
     who: Operator,
     context: ContextDep,
     session: SessionDep,
@@ -366,7 +368,7 @@ def cancel(
 
 
 @router.get("/executions/{execution_id}")
-def show_execution(execution_id: int, _: Viewer, session: SessionDep) -> ExecutionRead:
+def show_execution(execution_id: RowId, _: Viewer, session: SessionDep) -> ExecutionRead:
     return ExecutionRead.model_validate(service.get_execution(session, execution_id))
 
 
@@ -380,7 +382,9 @@ def list_audit(
     _: Viewer,
     session: SessionDep,
     subject: Annotated[str | None, Query(max_length=255)] = None,
-    after: Annotated[int | None, Query(ge=0, description="cursor: entries after this seq")] = None,
+    after: Annotated[
+        RowId | None, Query(ge=0, description="cursor: entries after this seq")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     items = audit.entries(session, subject=subject, after=after, limit=limit + 1)

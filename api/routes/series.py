@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import ContextDep, SessionDep, Viewer
+from api.deps import ContextDep, RowId, SessionDep, UtcTime, Viewer
 from core.clock import from_epoch
 from core.errors import ErrorKind, NotFoundError, PrognosError
 from ingest import service as ingest_service
@@ -89,7 +89,7 @@ def list_series(
     service: str | None = None,
     label: Annotated[list[str] | None, Query(description="name=value, repeatable")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[RowId | None, Query(description="next_cursor of the previous page")] = None,
 ) -> SeriesPage:
     query = sa.select(SeriesRow).order_by(SeriesRow.id)
     if target is not None:
@@ -127,11 +127,11 @@ def list_series(
     summary="Stored samples of one series (gaps are simply absent)",
 )
 def series_samples(
-    series_id: int,
+    series_id: RowId,
     _: Viewer,
     session: SessionDep,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: UtcTime | None = None,
+    end: UtcTime | None = None,
     limit: Annotated[int, Query(ge=1, le=11_000)] = 11_000,
 ) -> SamplesRead:
     row = session.get(SeriesRow, series_id)

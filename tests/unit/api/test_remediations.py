@@ -366,3 +366,16 @@ def test_evidence_that_is_not_json_is_refused(
         body = assert_problem(response, 422)
         assert "evidence" in body["detail"], body
     assert api.get("/v1/remediations", headers=tokens["viewer"]).json()["items"] == []
+
+
+@pytest.mark.parametrize("series_id", [2**31, 2**63, 2**70])
+def test_a_breach_named_by_a_series_id_past_the_column_is_not_found(
+    api: TestClient, tokens: dict[str, dict[str, str]], series_id: int
+) -> None:
+    payload = {
+        "playbook": "restart",
+        "target": "cart",
+        "params": {"deployment": "cart"},
+        "evidence": {"breach_series_id": series_id},
+    }
+    assert_problem(api.post("/v1/remediations", json=payload, headers=tokens["olga"]), 404)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api import problems
 from api.context import AppContext
@@ -20,6 +22,10 @@ def _version() -> str:
         return version("prognos")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+#: Open without a token (`/metrics` unless api.metrics_require_token).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ui"})
 
 
 def create_app(context: AppContext) -> FastAPI:
@@ -54,4 +60,19 @@ def create_app(context: AppContext) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(incidents.router)
     app.include_router(ui.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = problems.document(
+                schema, public=PUBLIC_PATHS, own_errors=frozenset({"/v1/traces"})
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

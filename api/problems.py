@@ -59,6 +59,64 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+#: The schema of every problem document, for the OpenAPI description.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "stable error code"},
+        "instance": {"type": "string"},
+    },
+}
+_DESCRIBED = {
+    401: "missing, unknown or revoked bearer token",
+    403: "the token's role may not do this",
+    404: "no such resource",
+    409: "conflicts with the resource's state",
+    413: "the request body is too large",
+    422: "the request is not valid (which field, and why)",
+}
+
+
+def document(
+    schema: dict[str, Any], *, public: frozenset[str], own_errors: frozenset[str]
+) -> dict[str, Any]:
+    """Add to an OpenAPI document: the bearer scheme on every operation that needs a token,
+    and the problem responses each such operation may give, as application/problem+json
+    (`own_errors`: operations that answer errors their own way, e.g. OTLP's)."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`prognos token create --role ROLE` prints one (pgn_<id>_<secret>)",
+    }
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or path in public:
+                continue
+            operation.setdefault("security", [{"bearerAuth": []}])
+            if path in own_errors:
+                continue
+            responses = operation.setdefault("responses", {})
+            codes = [401, 403, 422] + ([413] if method in ("post", "put", "patch") else [])
+            if "{" in path:
+                codes.append(404)
+            if method == "post" and path.startswith("/v1/remediations/"):
+                codes.append(409)
+            for code in codes:
+                entry = responses.setdefault(str(code), {"description": _DESCRIBED[code]})
+                content = entry.setdefault("content", {})
+                content.pop("application/json", None)
+                content[PROBLEM_JSON] = {"schema": ref}
+    return schema
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PrognosError)
     async def _prognos(request: Request, exc: PrognosError) -> JSONResponse:
@@ -86,12 +144,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(
+        response = problem(
             exc.status_code,
             detail=str(exc.detail),
             code=f"http_{exc.status_code}",
             instance=request.url.path,
         )
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

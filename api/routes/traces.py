@@ -29,10 +29,30 @@ def _error(kind: str, error: otlp.OtlpError, headers: dict[str, str] | None = No
     return _answer(kind, error.http_status, body, headers)
 
 
+_STATUS = {
+    "description": "a google.rpc.Status, in the request's encoding (OTLP/HTTP specification)"
+}
+_OTLP_BODY = {
+    "required": True,
+    "description": "an ExportTraceServiceRequest; `Content-Encoding: gzip` is accepted",
+    "content": {
+        otlp.PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+        otlp.JSON: {"schema": {"type": "object", "description": "OTLP JSON (hex ids)"}},
+    },
+}
+
+
 @router.post(
     "/v1/traces",
     summary="OTLP/HTTP trace export (protobuf or JSON); role ingest or admin",
     response_class=Response,
+    openapi_extra={
+        "requestBody": _OTLP_BODY,
+        "responses": {
+            "200": {"description": "an ExportTraceServiceResponse (partial success counted)"},
+            **{str(code): _STATUS for code in (400, 401, 403, 413, 415, 503)},
+        },
+    },
 )
 async def export_traces(request: Request, context: ContextDep) -> Response:
     declared = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()

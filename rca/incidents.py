@@ -16,6 +16,7 @@ caller's transaction: an incident is written whole or not at all.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -255,10 +256,17 @@ def list_incidents(
         query = query.where(IncidentRow.opened_at >= since)
     if until is not None:
         query = query.where(IncidentRow.opened_at <= until)
-    rows = list(db_session.scalars(query))
-    if service is not None:  # services is a JSON list: filter here, portably
-        rows = [r for r in rows if service in r.services or r.top_suspect == service]
-    return rows[offset : offset + limit]
+    if service is not None:
+        # `services` is a JSON list: match the quoted name in its text (portable across both
+        # databases), so that the page is cut in SQL, not after reading every incident.
+        quoted = json.dumps(service).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(
+            sa.or_(
+                sa.cast(IncidentRow.services, sa.Text).like(f"%{quoted}%", escape="\\"),
+                IncidentRow.top_suspect == service,
+            )
+        )
+    return list(db_session.scalars(query.offset(offset).limit(limit)))
 
 
 def get_incident(db_session: Session, incident_id: int) -> IncidentRow | None:

@@ -170,3 +170,34 @@ def test_a_pod_metric_that_rises_names_its_service_when_the_spans_say_little(
     assert row.top_suspect == "svc05"
     named = row.report["suspects"][0]
     assert "metric" in str(named)
+
+
+def test_listing_by_service_is_cut_in_the_database_and_matches_names_exactly(
+    sessions: sessionmaker[Session],
+) -> None:
+    from rca.tables import IncidentRow
+
+    names = [["cart_db"], ["cartXdb"], ["pay%", "cart_db"], ["front"], ["cart_db2"]]
+    with sessions() as session:
+        for i, services in enumerate(names):
+            t = ONSET + timedelta(minutes=i)
+            session.add(
+                IncidentRow(
+                    status="open",
+                    opened_at=t,
+                    updated_at=t,
+                    last_alarm_at=t,
+                    services=services,
+                    series=[],
+                    symptom="x",
+                    top_suspect=None,
+                )
+            )
+        session.commit()
+        found = list_incidents(session, service="cart_db", limit=10)
+        assert [r.services for r in found] == [["pay%", "cart_db"], ["cart_db"]]  # newest first
+        assert [r.services for r in list_incidents(session, service="pay%")] == [
+            ["pay%", "cart_db"]
+        ]
+        page = list_incidents(session, service="cart_db", limit=1, offset=1)
+        assert [r.services for r in page] == [["cart_db"]]

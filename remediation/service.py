@@ -359,18 +359,44 @@ def approve(
     return ApproveResult(get_proposal(session, row.id), execution_id)
 
 
+#: The unique constraints a concurrent decision can hit: PostgreSQL names the constraint,
+#: SQLite names the columns ("UNIQUE constraint failed: executions.target").
+_CONSTRAINTS = {
+    "uq_executions_active_target": ("executions.target",),
+    "uq_approvals_proposal_principal": ("approvals.proposal_id", "approvals.principal"),
+    "uq_executions_proposal_id": ("executions.proposal_id",),
+}
+
+
+def _violated(exc: IntegrityError) -> str | None:
+    """Which known unique constraint an IntegrityError broke (None: another error)."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name in _CONSTRAINTS:
+        return str(name)
+    text = str(exc.orig)
+    if "UNIQUE constraint failed:" in text:
+        columns = set(text.split("UNIQUE constraint failed:", 1)[1].strip().split(", "))
+        for constraint, known in _CONSTRAINTS.items():
+            if columns == set(known):
+                return constraint
+    return None
+
+
 def _flush(session: Session) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        text = str(exc.orig)
-        if "uq_executions_active_target" in text or "executions.target" in text:
+        violated = _violated(exc)
+        if violated == "uq_executions_active_target":
             raise guards.TargetLockedError(
                 "the target already has an active execution; one target never runs two at once"
             ) from None
-        if "uq_approvals_proposal_principal" in text or "approvals.proposal_id" in text:
+        if violated == "uq_approvals_proposal_principal":
             raise DuplicateApprovalError("you already decided on this proposal") from None
-        raise AlreadyDecidedError("the proposal was decided concurrently") from None
+        if violated is not None:  # one proposal, one execution
+            raise AlreadyDecidedError("the proposal was decided concurrently") from None
+        raise  # not a race we know: a bug or a broken row, logged as a 500 by the API
 
 
 def _after_commit(session: Session, callback: Callable[[], None]) -> None:

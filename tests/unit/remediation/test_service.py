@@ -374,3 +374,27 @@ def test_auto_propose_matches_skips_duplicates_and_guarded_targets(sessions: Ses
     assert made.evidence == {"breach": {"series_id": 3}}
     assert run("cart") == []  # already open
     assert run("orders") == [] and run("cart-2", kind="alarm") == []
+
+
+def test_only_known_races_become_conflicts_other_integrity_errors_stay_errors(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A unique constraint a concurrent decision can hit is a 409-kind error; any other
+    integrity error (here: an approval of a proposal that does not exist) is not passed off
+    as "decided concurrently"."""
+    from sqlalchemy.exc import IntegrityError
+
+    with sessions() as session:
+        session.add(
+            ApprovalRow(
+                proposal_id=987654,
+                principal="alice",
+                role="approver",
+                decision="approve",
+                reason=None,
+                created_at=T0,
+            )
+        )
+        with pytest.raises(IntegrityError):
+            service._flush(session)
+        session.rollback()

@@ -92,6 +92,13 @@ class ExecutionFailed(PrognosError):
     code = "execution_failed"
 
 
+class ClaimLost(PrognosError):
+    """Internal: this executor no longer holds the claim (taken over, marked interrupted, or
+    its lease ran out unrenewed); the run stops at once: no further step, no rollback."""
+
+    code = "claim_lost"
+
+
 class Executor:
     """Runs approved executions; `start()` recovers, then a thread waits for `wake()`."""
 
@@ -295,6 +302,9 @@ class Executor:
                 stop=self._stop,
             )
             status, error = self._run_phases(plan, ctx)
+        except ClaimLost as exc:
+            log.warning("execution %s: %s", execution_id, exc.message)
+            status, error = ExecutionStatus.INTERRUPTED, f"interrupted: {exc.message}"
         except VaultError as exc:
             error = f"{exc.code}: {exc.message} (no step ran)"
         except PrognosError as exc:
@@ -317,6 +327,9 @@ class Executor:
         if self.broker is None:
             raise VaultError("the playbook needs Vault credentials but no Vault is configured")
         ttl = credential_ttl(plan.playbook.total_timeout())
+        with session_scope(self.sessions) as session:
+            self._fence(session, plan.execution_id, "credentials were issued")
+            session.commit()
         try:
             issued = self.broker.issue(plan.execution_id, spec, ttl)
         except VaultError as exc:
@@ -325,7 +338,18 @@ class Executor:
                 session.commit()
             raise
         # Recorded before any step runs, so a crash leaves what recover() must revoke.
+        try:
+            self._record_issued(plan, spec, issued, ttl)
+        except BaseException:
+            self._revoke(plan.execution_id, issued)
+            raise
+        return issued
+
+    def _record_issued(
+        self, plan: _Plan, spec: VaultSpec, issued: IssuedCredentials, ttl: timedelta
+    ) -> None:
         with session_scope(self.sessions) as session:
+            self._fence(session, plan.execution_id, "credentials were recorded")
             session.execute(
                 sa.update(ExecutionRow)
                 .where(ExecutionRow.id == plan.execution_id)
@@ -347,7 +371,6 @@ class Executor:
                 },
             )
             session.commit()
-        return issued
 
     def _revoke(self, execution_id: int, issued: IssuedCredentials) -> None:
         assert self.broker is not None
@@ -414,6 +437,9 @@ class Executor:
         step: Step | Verify,
     ) -> StepResult:
         with session_scope(self.sessions) as session:
+            # Fencing: the step's start is recorded only under a claim this executor still
+            # holds, in the same transaction; a lost claim stops the run before the step.
+            self._fence(session, execution_id, f"{phase} step {name!r}")
             row = ExecutionStepRow(
                 execution_id=execution_id,
                 idx=idx,
@@ -483,6 +509,7 @@ class Executor:
             items.append(("verify", "verify", plan.verify))
         items += [("rollback", s.name, s) for s in plan.rollback]
         with session_scope(self.sessions) as session:
+            self._fence(session, plan.execution_id, "the dry run was recorded")
             for idx, (phase, name, step) in enumerate(items):
                 session.add(
                     ExecutionStepRow(
@@ -519,6 +546,7 @@ class Executor:
                 sa.update(ExecutionRow)
                 .where(ExecutionRow.id == execution_id)
                 .where(ExecutionRow.status == RUNNING)
+                .where(ExecutionRow.owner == self.owner)
                 .values(status=status.value, finished_at=now, error=error, lease_until=None)
                 .execution_options(synchronize_session=False)
             )
@@ -547,18 +575,32 @@ class Executor:
             .execution_options(synchronize_session=False)
         )
 
+    def _hold(self, session: Session, execution_id: int) -> bool:
+        """Renew the claim inside the caller's transaction if this executor still holds it:
+        still `running`, still its owner, and the lease not yet run out. A row lock (a write
+        lock on SQLite) orders it against `_interrupt`, so exactly one of them wins."""
+        now = self.clock.now()
+        result = session.execute(
+            sa.update(ExecutionRow)
+            .where(ExecutionRow.id == execution_id)
+            .where(ExecutionRow.owner == self.owner)
+            .where(ExecutionRow.status == RUNNING)
+            .where(ExecutionRow.lease_until >= now)
+            .values(lease_until=now + self.lease)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _fence(self, session: Session, execution_id: int, before: str) -> None:
+        """`_hold` or stop: raises ClaimLost (the caller's transaction is rolled back)."""
+        if not self._hold(session, execution_id):
+            raise ClaimLost(f"the claim was lost before {before}; stopped there")
+
     def renew_lease(self, execution_id: int) -> bool:
         with session_scope(self.sessions) as session:
-            result = session.execute(
-                sa.update(ExecutionRow)
-                .where(ExecutionRow.id == execution_id)
-                .where(ExecutionRow.owner == self.owner)
-                .where(ExecutionRow.status == RUNNING)
-                .values(lease_until=self.clock.now() + self.lease)
-                .execution_options(synchronize_session=False)
-            )
+            held = self._hold(session, execution_id)
             session.commit()
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            return held
 
     # -- recovery ------------------------------------------------------------------------------
 

@@ -168,7 +168,15 @@ class IngestSettings(_Section):
     max_catchup: Duration = Field(
         default=timedelta(hours=24), description="after an outage, pull at most this much"
     )
-    retention: Duration = Field(default=timedelta(days=7), description="samples kept in the db")
+    retention: Duration = Field(
+        default=timedelta(days=7),
+        description="samples kept in the db; a series not seen this long, with no samples left "
+        "and nothing naming it (scores, feedback, proposals), is forgotten too",
+    )
+    run_retention: Duration = Field(
+        default=timedelta(days=7),
+        description="ingest run records kept (the newest of each target always stays)",
+    )
 
 
 class ModelSettings(_Section):
@@ -205,6 +213,11 @@ class ModelSettings(_Section):
     )
     alarm_recent: int = Field(
         default=5, ge=1, description="an alarm counts as firing for this many steps after it"
+    )
+    score_retention: Duration = Field(
+        default=timedelta(days=7),
+        description="anomaly scores kept (steps with operator feedback always stay); the "
+        "detector resumes from its saved state, RCA and the alarm list read recent scores only",
     )
 
 
@@ -269,6 +282,11 @@ class RcaSettings(_Section):
         default=timedelta(hours=6),
         description="stored metrics of the incident's services this long before its onset "
         "are the reference of their robust z (spans keep rca.baseline)",
+    )
+    incident_retention: Duration = Field(
+        default=timedelta(days=30),
+        description="closed incidents kept this long after closing; open ones and those a "
+        "proposal names always stay",
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -297,3 +298,77 @@ def latest_runs(
 def watermark_time(db_session: Session, target: str) -> datetime | None:
     row = db_session.get(WatermarkRow, target)
     return from_epoch(row.watermark) if row else None
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A column of another table that names rows of a pruned one, so those rows stay: a plain
+    id column (`column`), or a JSON column and the path to the id inside it (`path`, e.g.
+    proposals' evidence at ("incident_id",)). The higher domain passes it in; the lower one
+    never imports the higher one's tables."""
+
+    column: Any
+    path: tuple[str, ...] = ()
+
+
+def unreferenced(id_column: Any, references: Sequence[Reference]) -> list[sa.ColumnElement[bool]]:
+    """Conditions that hold for the ids of `id_column` that none of `references` names."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    for ref in references:
+        if not ref.path:
+            conditions.append(~sa.exists().where(ref.column == id_column))
+            continue
+        # A JSON id compares as text (a number or a numeric string both name the row); SQL's
+        # NOT IN with a NULL in the list holds for nothing, so NULLs are left out.
+        named = sa.cast(ref.column[ref.path].as_string(), sa.String)
+        conditions.append(
+            sa.cast(id_column, sa.String).not_in(sa.select(named).where(named.is_not(None)))
+        )
+    return conditions
+
+
+def delete_selected(db_session: Session, id_column: Any, doomed: sa.Select[Any]) -> int:
+    """Delete the rows whose `id_column` the (limited) query `doomed` selects; how many went."""
+    ids = list(db_session.scalars(doomed))
+    if not ids:
+        return 0
+    result = db_session.execute(sa.delete(id_column.table).where(id_column.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def prune_runs(db_session: Session, *, before: datetime, limit: int) -> int:
+    """Delete at most `limit` ingest runs that started before `before`, never the
+    newest run of a target (what the page and the CLI show as its last cycle). Returns how many
+    went; fewer than `limit` means nothing older is left."""
+    newest = sa.select(sa.func.max(IngestRunRow.id)).group_by(IngestRunRow.target)
+    doomed = (
+        sa.select(IngestRunRow.id)
+        .where(IngestRunRow.started_at < before, IngestRunRow.id.not_in(newest))
+        .order_by(IngestRunRow.id)
+        .limit(limit)
+    )
+    return delete_selected(db_session, IngestRunRow.id, doomed)
+
+
+def prune_series(
+    db_session: Session,
+    *,
+    before: datetime,
+    keep: Sequence[Reference] = (),
+    limit: int,
+) -> int:
+    """Forget at most `limit` series last seen before `before`, with no sample left and named
+    by none of `keep` (the callers pass what still reads them: scores, feedback, proposals). Their
+    one-row-per-series children (forecast, breach, detector state) go with them by ON DELETE
+    CASCADE: a series gone that long has nothing current in them. Returns how many went."""
+    has_samples = sa.exists().where(SampleRow.series_id == SeriesRow.id)
+    doomed = (
+        sa.select(SeriesRow.id)
+        .where(SeriesRow.last_seen < before, ~has_samples, *unreferenced(SeriesRow.id, keep))
+        .order_by(SeriesRow.id)
+        .limit(limit)
+    )
+    return delete_selected(db_session, SeriesRow.id, doomed)

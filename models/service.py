@@ -822,3 +822,22 @@ def record_feedback(
     db_session.add(row)
     db_session.flush()
     return row
+
+
+def prune_scores(db_session: Session, *, before: int, limit: int) -> int:
+    """Delete at most `limit` anomaly scores of steps before `before` (epoch seconds), except
+    the steps an operator gave feedback on (kept with their verdict for tuning). The detector
+    resumes from `detector_states`, never from old scores. Returns how many went; fewer than
+    `limit` means nothing older is left."""
+    judged = sa.exists().where(
+        AnomalyFeedbackRow.series_id == AnomalyScoreRow.series_id,
+        AnomalyFeedbackRow.ts == AnomalyScoreRow.ts,
+    )
+    doomed = (
+        sa.select(AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
+        .where(AnomalyScoreRow.ts < before, ~judged)
+        .limit(limit)
+    )
+    key = sa.tuple_(AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
+    result = db_session.execute(sa.delete(AnomalyScoreRow).where(key.in_(doomed)))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -4,22 +4,27 @@ flow (`rca/flows.py`, `remediation/flows.py`: what crosses domains), commits and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 
 from core.clock import to_epoch
 from core.database import session_scope
 from core.settings import TargetSettings
 from ingest import service as ingest_service
 from ingest.errors import IngestError
-from ingest.service import IngestSummary
+from ingest.service import IngestSummary, Reference
 from models import service as model_service
 from models.detector import detector_config
 from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
+from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
 from rca import flows as rca_flows
-from rca.incidents import GroupingResult
+from rca.incidents import GroupingResult, prune_incidents
 from remediation import flows as remediation_flows
 from remediation import service as remediation_service
+from remediation.tables import ProposalRow
 
 log = logging.getLogger(__name__)
 
@@ -221,18 +226,62 @@ def retrain(
     return outcomes
 
 
+# Rows deleted per transaction by the prune job: a long backlog never holds the write lock long.
+PRUNE_BATCH = 5_000
+
+
 def prune_samples(context: ServiceContext) -> int:
+    """Apply every retention: samples and spans, then anomaly scores, closed incidents, ingest
+    runs and idle series, each in batches of its own transaction. What a proposal (and so its
+    execution) names stays, and so do scores with feedback and series something still reads."""
     from ingest.span_store import prune_spans
 
+    settings = context.settings
     now = context.clock.now()
     with session_scope(context.sessions) as session:
-        removed = ingest_service.prune(
-            session, now=now, retention=context.settings.ingest.retention
-        )
-        spans = prune_spans(session, to_epoch(now - context.settings.spans.retention) * 10**9)
+        removed = ingest_service.prune(session, now=now, retention=settings.ingest.retention)
+        spans = prune_spans(session, to_epoch(now - settings.spans.retention) * 10**9)
         session.commit()
     if spans:
-        log.info("pruned %d spans older than %s", spans, context.settings.spans.retention)
+        log.info("pruned %d spans older than %s", spans, settings.spans.retention)
     if removed:
-        log.info("pruned %d samples older than %s", removed, context.settings.ingest.retention)
+        log.info("pruned %d samples older than %s", removed, settings.ingest.retention)
+    series_refs = [
+        Reference(AnomalyScoreRow.series_id),
+        Reference(AnomalyFeedbackRow.series_id),
+        Reference(ProposalRow.evidence, ("breach", "series_id")),
+    ]
+    steps: dict[str, Callable[[Session], int]] = {
+        "anomaly scores": lambda s: model_service.prune_scores(
+            s, before=to_epoch(now - settings.models.score_retention), limit=PRUNE_BATCH
+        ),
+        "closed incidents": lambda s: prune_incidents(
+            s,
+            before=now - settings.rca.incident_retention,
+            keep=[Reference(ProposalRow.evidence, ("incident_id",))],
+            limit=PRUNE_BATCH,
+        ),
+        "ingest runs": lambda s: ingest_service.prune_runs(
+            s, before=now - settings.ingest.run_retention, limit=PRUNE_BATCH
+        ),
+        "idle series": lambda s: ingest_service.prune_series(
+            s, before=now - settings.ingest.retention, keep=series_refs, limit=PRUNE_BATCH
+        ),
+    }
+    for what, step in steps.items():
+        count = _in_batches(context, step)
+        if count:
+            log.info("pruned %d %s past their retention", count, what)
     return removed
+
+
+def _in_batches(context: ServiceContext, step: Callable[[Session], int]) -> int:
+    """Run a prune step, one commit per batch, until a batch comes back short."""
+    total = 0
+    while True:
+        with session_scope(context.sessions) as session:
+            count = step(session)
+            session.commit()
+        total += count
+        if count < PRUNE_BATCH:
+            return total

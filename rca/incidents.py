@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.database import fetch_tuples
 from core.settings import RcaSettings
+from ingest.service import Reference, delete_selected, unreferenced
 from ingest.span_store import read_spans
 from ingest.tables import SampleRow, SeriesRow
 from rca.analysis import analyze, annotate, call_edges
@@ -271,3 +272,23 @@ def list_incidents(
 
 def get_incident(db_session: Session, incident_id: int) -> IncidentRow | None:
     return db_session.get(IncidentRow, incident_id)
+
+
+def prune_incidents(
+    db_session: Session, *, before: datetime, keep: Sequence[Reference] = (), limit: int
+) -> int:
+    """Delete at most `limit` incidents closed before `before`. Open incidents always stay, and
+    so do those named by `keep` (the caller passes proposals' evidence: an incident a proposal
+    or its execution was made for stays as long as they do). Returns how many went; fewer than
+    `limit` means nothing older is left."""
+    doomed = (
+        sa.select(IncidentRow.id)
+        .where(
+            IncidentRow.status == CLOSED,
+            IncidentRow.closed_at < before,
+            *unreferenced(IncidentRow.id, keep),
+        )
+        .order_by(IncidentRow.id)
+        .limit(limit)
+    )
+    return delete_selected(db_session, IncidentRow.id, doomed)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, cast
 
 import requests
@@ -249,32 +252,94 @@ def _run_command(step: CommandStep, ctx: StepContext) -> StepResult:
     return StepResult(ok, output, exit_code=proc.returncode, error=error)
 
 
+# Actions run in a forked child: a thread cannot be killed, and an action that overran its
+# timeout must not keep running with the execution's secrets while the rollback runs. Fork (not
+# spawn) so that any registered callable runs as it is, closures included, with no pickling.
+_FORK = multiprocessing.get_context("fork")
+_POLL_S = 0.2  # how often a running action checks whether the executor is stopping
+
+
+def _action_child(
+    action: Action,
+    args: dict[str, Any],
+    env: dict[str, str],
+    conn: Connection,
+    parent: int,
+    limit: int,
+) -> None:
+    """In the child: its own process group (killed as a whole), dead with the executor, and
+    only text goes back through the pipe."""
+    os.setsid()
+    arm = _die_with_parent(parent)
+    if arm is not None:
+        arm()
+    try:
+        value = action(args, env)
+        conn.send(("ok", "" if value is None else _bounded(str(value), limit)))
+    except BaseException as exc:  # reported as the step's failure
+        conn.send(("raised", type(exc).__name__, _bounded(f"{type(exc).__name__}: {exc}", limit)))
+    finally:
+        conn.close()
+
+
+def _kill_child(proc: multiprocessing.process.BaseProcess) -> None:
+    """SIGKILL the action's process group (and the child itself, should it not have made its
+    group yet), then reap it: nothing it started outlives the step."""
+    assert proc.pid is not None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    proc.join()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _run_python(step: PythonStep, ctx: StepContext) -> StepResult:
     action = ctx.actions.get(step.action)
     if action is None:
         return StepResult(False, "", error=f"unknown action {step.action!r}")
     timeout = step.timeout.total_seconds()
-    outcome: dict[str, Any] = {}
-
-    def call() -> None:
-        try:
-            outcome["value"] = action(dict(step.args), dict(ctx.secret_env))
-        except BaseException as exc:  # reported as the step's failure
-            outcome["error"] = exc
-
-    # A thread cannot be killed: on timeout the step fails and the thread is abandoned.
-    worker = threading.Thread(target=call, name=f"action-{step.action}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        return StepResult(False, "", error=f"action timed out after {timeout:g}s")
-    if "error" in outcome:
-        exc = outcome["error"]
-        text = ctx.redactor(_bounded(f"{type(exc).__name__}: {exc}", ctx.max_output))
-        return StepResult(False, text, error=f"action {step.action} raised {type(exc).__name__}")
-    value = outcome.get("value")
-    text = "" if value is None else _bounded(str(value), ctx.max_output)
-    return StepResult(True, ctx.redactor(text))
+    reader, writer = _FORK.Pipe(duplex=False)
+    proc = _FORK.Process(
+        target=_action_child,
+        args=(action, dict(step.args), dict(ctx.secret_env), writer, os.getpid(), ctx.max_output),
+        name=f"action-{step.action}",
+        daemon=True,
+    )
+    proc.start()
+    writer.close()  # the child holds the only writing end: EOF once it is gone
+    message: tuple[Any, ...] | None = None
+    deadline = time.monotonic() + timeout
+    stopped = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if ctx.stop is not None and ctx.stop.is_set():
+                stopped = True
+                break
+            if reader.poll(min(left, _POLL_S)):
+                with contextlib.suppress(EOFError, OSError):
+                    message = reader.recv()
+                break
+    finally:
+        reader.close()
+        _kill_child(proc)
+    if stopped:
+        return StepResult(False, "", error="executor stopped; the action's process was killed")
+    if message is None and time.monotonic() >= deadline:
+        return StepResult(
+            False, "", error=f"action timed out after {timeout:g}s; its process was killed"
+        )
+    if message is None:
+        return StepResult(
+            False, "", exit_code=proc.exitcode, error=f"action {step.action} died without a result"
+        )
+    if message[0] == "raised":
+        text = ctx.redactor(str(message[2]))
+        return StepResult(False, text, error=f"action {step.action} raised {message[1]}")
+    return StepResult(True, ctx.redactor(str(message[1])))
 
 
 def wait_until(query: str, timeout_s: float, interval_s: float, ctx: StepContext) -> StepResult:

@@ -4,6 +4,8 @@ redaction, verification and rollback, fail-closed Vault errors, dry runs and cra
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -444,7 +446,8 @@ def test_recover_leaves_a_live_lease_alone(lite: Sessions) -> None:
 
 
 def test_an_approval_wakes_the_executor_at_once(lite: Sessions) -> None:
-    started = threading.Event()
+    # Actions run in a forked child: an event shared across the fork tells the test it ran.
+    started = multiprocessing.get_context("fork").Event()
     book = playbook([{"kind": "python", "name": "fix", "action": "mark"}])
     ex = executor(lite, book, actions={"mark": lambda a, e: started.set()}, poll_interval=3600)
     ex.start()
@@ -519,21 +522,61 @@ def test_a_promql_condition_holds_on_a_non_empty_vector_or_true_scalar(
 
 def test_the_claims_lease_is_renewed_while_a_step_runs(lite: Sessions) -> None:
     seen: list[Any] = []
+    done = threading.Event()
     execution_id = 0
 
-    def watch(args: Any, env: Any) -> None:
-        for _ in range(2):
+    def watch() -> None:
+        while not done.wait(0.2):
             with lite() as session:
                 row = session.get(ExecutionRow, execution_id)
-                assert row is not None
-                seen.append(row.lease_until)
-            time.sleep(1.0)  # several lease periods of 0.3 s
+                if row is not None and row.status == "running":
+                    seen.append(row.lease_until)
 
-    book = playbook([{"kind": "python", "name": "watch", "action": "watch"}])
+    book = playbook([{"kind": "python", "name": "slow", "action": "slow"}])
     execution_id = approved(lite, book)
-    result = executor(lite, book, lease_s=0.3, actions={"watch": watch}).run(execution_id)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # The step lasts several lease periods of 0.3 s: only the heartbeat keeps the claim.
+        slow = {"slow": lambda args, env: time.sleep(2.0)}
+        result = executor(lite, book, lease_s=0.3, actions=slow).run(execution_id)
+    finally:
+        done.set()
+        watcher.join()
     assert result.status == "succeeded", result.error
-    assert len(seen) == 2 and seen[1] > seen[0]
+    assert len(seen) >= 2 and seen[-1] > seen[0]
+
+
+def test_an_action_that_overruns_is_killed_before_the_rollback_runs(
+    lite: Sessions, tmp_path: Path
+) -> None:
+    """A timed-out Python action must not keep running with the execution's secrets: its
+    process is gone when the rollback starts, and it never gets to use them afterwards."""
+    pidfile = tmp_path / "action.pid"
+
+    def hang(args: Any, env: Any) -> None:
+        pidfile.write_text(str(os.getpid()))
+        time.sleep(30)  # overruns its 1 s timeout, holding the secrets in `env`
+
+    def undo(args: Any, env: Any) -> str:
+        pid = int(pidfile.read_text())
+        return f"action {'alive' if _alive(pid) else 'gone'} at rollback"
+
+    book = playbook(
+        [{"kind": "python", "name": "hang", "action": "hang", "timeout": "1s"}],
+        rollback=[{"kind": "python", "name": "undo", "action": "undo"}],
+        vault=VAULT,
+    )
+    execution_id = approved(lite, book)
+    broker = FakeBroker()
+    result = executor(lite, book, broker, actions={"hang": hang, "undo": undo}).run(execution_id)
+
+    assert result.status == "rolled_back", result.error
+    hung, rolled = steps_of(lite, execution_id)
+    assert hung.status == "failed" and "timed out after 1s" in hung.output
+    assert rolled.status == "succeeded" and "action gone at rollback" in rolled.output
+    assert not _alive(int(pidfile.read_text()))
+    assert broker.revoked == [f"acc-{execution_id}"]
 
 
 def test_parameters_edited_after_approval_are_refused_before_any_step(lite: Sessions) -> None:

@@ -11,6 +11,7 @@ accessors and lease ids only, never a secret value.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -605,8 +606,9 @@ class Executor:
     # -- recovery ------------------------------------------------------------------------------
 
     def recover(self) -> list[int]:
-        """Executions left `running` by a dead executor (lease expired, or this owner's from a
-        previous life) → `interrupted`; revoke their leftover Vault token and leases.
+        """Executions left `running` by a dead executor → `interrupted`; revoke their leftover
+        Vault token and leases. Dead means: the lease ran out, or the owner is an earlier life
+        of this executor on this host (`_orphaned`), whose lease need not be waited for.
 
         They are never re-run: a human decides what happens next.
         """
@@ -622,22 +624,28 @@ class Executor:
                         ExecutionRow.vault_lease_ids,
                     )
                     .where(ExecutionRow.status == RUNNING)
-                    .where(
-                        sa.or_(
-                            ExecutionRow.lease_until.is_(None),
-                            ExecutionRow.lease_until < now,
-                            ExecutionRow.owner == self.owner,
-                        )
-                    )
                     .order_by(ExecutionRow.id)
                 )
             )
         interrupted = []
         for execution_id, owner, lease_until, accessor, lease_ids in rows:
+            expired = lease_until is None or lease_until < now
+            if not expired and not self._orphaned(owner):
+                continue
             if self._interrupt(execution_id, owner, lease_until, now):
                 interrupted.append(execution_id)
                 self._revoke_leftovers(execution_id, accessor, list(lease_ids or []))
         return interrupted
+
+    def _orphaned(self, owner: str | None) -> bool:
+        """Whether `owner` (`host:pid:nonce`, as the service names its executor) is an earlier
+        life of this executor: the same host, another identity, and its process gone — or this
+        very pid (a restarted container keeps its pid; the nonce is new each start). Another
+        live process on this host, or any other host, keeps its run until its lease runs out."""
+        mine, theirs = _owner_parts(self.owner), _owner_parts(owner)
+        if mine is None or theirs is None or owner == self.owner or mine[0] != theirs[0]:
+            return False
+        return theirs[1] == mine[1] or not _pid_alive(theirs[1])
 
     def _interrupt(
         self, execution_id: int, owner: str | None, lease_until: datetime | None, now: datetime
@@ -716,6 +724,24 @@ class Executor:
                 },
             )
             session.commit()
+
+
+def _owner_parts(owner: str | None) -> tuple[str, int] | None:
+    """(host, pid) of an owner named `host:pid:nonce`; None for any other form."""
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class _Heartbeat:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -436,6 +437,44 @@ def test_recover_marks_abandoned_runs_interrupted_revokes_leftovers_and_never_re
     assert proposal_status(lite, execution_id) == "interrupted"
     assert "execution_interrupted" in audit_actions(lite, execution_id)
     assert fresh.recover() == []  # idempotent
+
+
+def test_recover_at_once_interrupts_what_an_earlier_life_of_this_executor_left(
+    lite: Sessions,
+) -> None:
+    """The service names its executor `host:pid:nonce`, new at each start. At start, runs an
+    earlier life on this host left (its process gone, or this same pid, as in a restarted
+    container) are interrupted without waiting for their lease; a live sibling's or another
+    host's are not."""
+    host, me = "node-a", os.getpid()
+    gone = _reaped_pid()
+    book = playbook([{"kind": "python", "name": "fix", "action": "noop"}], breaker_max_runs=10)
+    owners = {
+        "cart": f"{host}:{me}:aaaaaa",  # this pid, an earlier start
+        "pay": f"{host}:{gone}:bbbbbb",  # a process of this host that is gone
+        "ship": f"{host}:{os.getppid()}:cccccc",  # a live sibling on this host
+        "mail": f"node-b:{gone}:dddddd",  # another host: only its lease tells
+    }
+    ids = {}
+    for target, owner in owners.items():
+        ids[target] = approved(lite, book, target=target)
+        assert executor(lite, book, owner=owner, lease_s=600).claim(ids[target])
+    broker = FakeBroker()
+    fresh = executor(lite, book, broker, owner=f"{host}:{me}:eeeeee")
+
+    assert fresh.recover() == [ids["cart"], ids["pay"]]
+    for target in ("cart", "pay"):
+        state = fresh.get(ids[target])
+        assert state.status == "interrupted" and "orphaned" in (state.error or "")
+    assert [fresh.get(ids[t]).status for t in ("ship", "mail")] == ["running", "running"]
+    assert fresh.recover() == []
+
+
+def _reaped_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([PY, "-c", ""])
+    proc.wait()
+    return proc.pid
 
 
 def test_recover_leaves_a_live_lease_alone(lite: Sessions) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -97,18 +98,26 @@ def playbook() -> Playbook:
 
 
 class Marks:
-    """When each target's first step started (perf_counter), and a way to wait for all."""
+    """When each target's first step started (perf_counter, a system-wide monotonic clock),
+    and a way to wait for all. Python actions run in a child process of the executor: the
+    mark comes back through a queue the child inherits."""
 
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
         self._cond = threading.Condition()
+        self._queue = multiprocessing.get_context("fork").SimpleQueue()
+        threading.Thread(target=self._drain, daemon=True).start()
 
     def mark(self, args: Mapping[str, Any], env: Mapping[str, str]) -> str:
-        now = time.perf_counter()
-        with self._cond:
-            self.at[str(args["target"])] = now
-            self._cond.notify_all()
+        self._queue.put((str(args["target"]), time.perf_counter()))
         return "marked"
+
+    def _drain(self) -> None:
+        while True:
+            target, at = self._queue.get()
+            with self._cond:
+                self.at[target] = at
+                self._cond.notify_all()
 
     def wait_for(self, count: int, timeout: float) -> bool:
         with self._cond:

@@ -113,14 +113,16 @@ def db_step(vault_env: VaultEnv) -> dict[str, Any]:
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["secret_id", "wrapped_secret_id"])
 def test_the_dynamic_role_exists_during_the_run_and_is_gone_after(
-    vault_env: VaultEnv, db: tuple[sa.Engine, Sessions], wrapped: bool
+    vault_env: VaultEnv, db: tuple[sa.Engine, Sessions], wrapped: bool, tmp_path: Path
 ) -> None:
     _, sessions = db
-    seen: dict[str, Any] = {}
+    record = tmp_path / "seen.json"
 
     def check_role(args: Any, env: Any) -> str:
-        seen["user"] = env["DB_USER"]
-        seen["roles_during"] = vault_env.pg_roles()
+        # Python actions run in a child process: what they see comes back through a file.
+        record.write_text(
+            json.dumps({"user": env["DB_USER"], "roles": sorted(vault_env.pg_roles())})
+        )
         return "checked"
 
     book = make_playbook(
@@ -132,7 +134,8 @@ def test_the_dynamic_role_exists_during_the_run_and_is_gone_after(
     result = make_executor(sessions, book, broker, check_role=check_role).run(execution_id)
 
     assert result.status == "succeeded", (result.error, step_rows(sessions, execution_id))
-    assert seen["user"] in seen["roles_during"]
+    seen = json.loads(record.read_text())
+    assert seen["user"] in seen["roles"]
     assert seen["user"] not in vault_env.pg_roles()  # revoked: Vault dropped the role
     [issued] = broker.issued
     assert not vault_env.accessor_alive(issued.token_accessor)

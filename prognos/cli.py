@@ -173,7 +173,7 @@ def _serve(
 
 @app.command()
 def daemon() -> None:
-    """The scheduler alone: ingest on its interval, prune old samples. Stops on SIGTERM."""
+    """The scheduler alone: the cycle on its interval, pruning past retention. Stops on SIGTERM."""
     from prognos.daemon import run_daemon
 
     run_daemon(_context(_settings()))

@@ -52,7 +52,7 @@ def build_scheduler(context: ServiceContext, *, blocking: bool) -> BaseScheduler
         seconds=timedelta(hours=1).total_seconds(),
         args=[context],
         id="prune",
-        name="prune old samples",
+        name="prune what is past its retention",
         next_run_time=context.clock.now() + timedelta(minutes=1),
         misfire_grace_time=3600,
         **common,

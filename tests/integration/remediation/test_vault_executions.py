@@ -215,14 +215,14 @@ def test_no_issued_secret_appears_in_logs_output_tables_api_or_audit(
 ) -> None:
     engine, sessions = db
     caplog.set_level(logging.DEBUG)
-    leak: dict[str, str] = {}
+    leaked_user = tmp_path / "leaked-user"
 
     def chatty(args: Any, env: Any) -> str:
         # An action that tries hard to leak: logs, prints, returns and raises with secrets.
         logging.getLogger("remediation.actions").warning("password is %s", env["DB_PASSWORD"])
         print("stdout", env["DB_PASSWORD"], env["API_KEY"])
         print("stderr", env["SSH_OTP"], file=sys.stderr)
-        leak["user"] = env["DB_USER"]
+        leaked_user.write_text(env["DB_USER"])  # the action runs in a child process
         return f"returned {env['DB_PASSWORD']} {env['API_KEY']}"
 
     def explode(args: Any, env: Any) -> None:
@@ -272,7 +272,7 @@ def test_no_issued_secret_appears_in_logs_output_tables_api_or_audit(
             assert secret not in text, f"a secret leaked into {where}"
     assert "table execution_steps" in haystacks and "***" in haystacks["table execution_steps"]
     assert not vault_env.accessor_alive(issued.token_accessor)
-    assert leak["user"] not in vault_env.pg_roles()
+    assert leaked_user.read_text() not in vault_env.pg_roles()
 
 
 def api_responses(engine: sa.Engine, sessions: Sessions, data_dir: Path, execution_id: int) -> str:

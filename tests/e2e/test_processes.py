@@ -29,10 +29,19 @@ def _env(db_url: str) -> dict[str, str]:
     return env
 
 
-def _wait(url: str, *, status: int = 200, timeout: float = 60) -> requests.Response:
+def _wait(
+    url: str,
+    *,
+    status: int = 200,
+    timeout: float = 60,
+    proc: subprocess.Popen[str] | None = None,
+) -> requests.Response:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:  # it died: say why, at once
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the process serving {url} exited {proc.returncode}:\n{output}")
         try:
             response = requests.get(url, timeout=2)
             if response.status_code == status:
@@ -112,7 +121,7 @@ def test_run_serves_ingests_and_stops_cleanly(tmp_path: Path, started: list) -> 
     port = free_port()
     proc = _start(_cli("run", "--port", str(port)), tmp_path, env, started)
     base = f"http://127.0.0.1:{port}"
-    ready = _wait(f"{base}/readyz").json()
+    ready = _wait(f"{base}/readyz", proc=proc).json()
     assert ready["checks"]["database"]["status"] == "ok"
     assert ready["checks"]["source"]["status"] == "ok"
     token = _token(tmp_path, env)
@@ -156,7 +165,7 @@ def test_serve_and_daemon_split_on_postgres(tmp_path: Path, started: list, postg
         daemon = _start(_cli("daemon"), tmp_path, env, started)
         serve = _start(_cli("serve", "--port", str(port)), tmp_path, env, started)
         base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/readyz")
+        _wait(f"{base}/readyz", proc=serve)
         token = _token(tmp_path, env)
         items = _series(base, token)
         assert len(items) >= 4

@@ -491,6 +491,19 @@ def _score_at_best(files: Sequence[NabFile], profile: Profile) -> tuple[float, l
     return threshold, [score_file(f, profile, threshold) for f in files]
 
 
+def null_score(files: Sequence[NabFile], profile: Profile) -> float:
+    """S_null: the optimised total of NAB's null detector (a constant score) on `files`."""
+    null_files = [f.with_scores(np.full(f.n_rows, NULL_DETECTOR_SCORE)) for f in files]
+    return sum(fs.raw_score for fs in _score_at_best(null_files, profile)[1])
+
+
+def normalized(raw: float, files: Sequence[NabFile], profile: Profile) -> float:
+    """NAB's 100 * (S - S_null) / (S_perfect - S_null) for `files` (NaN with no window)."""
+    null = null_score(files, profile)
+    perfect = sum(f.n_windows for f in files) * profile.a_tp
+    return 100.0 * (raw - null) / (perfect - null) if perfect != null else math.nan
+
+
 def score_files(
     files: Sequence[NabFile],
     detector: str = "detector",
@@ -505,16 +518,13 @@ def score_files(
     if len(set(names)) != len(names):
         raise NabDataError("the same file is listed twice")
     n_windows = sum(f.n_windows for f in files)
-    null_files = [f.with_scores(np.full(f.n_rows, NULL_DETECTOR_SCORE)) for f in files]
     results: dict[str, ProfileScore] = {}
     for profile in profiles if profiles is not None else PROFILES.values():
         threshold, per_file = _score_at_best(files, profile)
         raw = 0.0
         for fs in per_file:
             raw += fs.raw_score
-        null = 0.0
-        for fs in _score_at_best(null_files, profile)[1]:
-            null += fs.raw_score
+        null = null_score(files, profile)
         perfect = n_windows * profile.a_tp
         if perfect == null:
             raise NabDataError(

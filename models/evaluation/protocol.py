@@ -21,16 +21,16 @@ import numpy.typing as npt
 import pandas as pd
 
 from models.evaluation.nab import (
-    NULL_DETECTOR_SCORE,
     PROFILES,
     FloatArray,
     NabFile,
     Profile,
     load_windows,
+    normalized,
+    optimize_threshold,
     prepare_file,
     read_data_file,
     score_file,
-    sweep_thresholds,
 )
 
 MIN_FOLD_WINDOWS = 5
@@ -227,25 +227,14 @@ class LofoResult:
         }
 
 
-def normalise(raw: float, files: Sequence[NabFile], profile: Profile) -> float:
-    """NAB's 100 * (S - S_null) / (S_perfect - S_null) for `files`."""
-    nulls = [f.with_scores(np.full(f.n_rows, NULL_DETECTOR_SCORE)) for f in files]
-    sweep = sweep_thresholds(nulls, profile)
-    threshold = float(sweep.thresholds[sweep.best()])
-    null = sum(score_file(f, profile, threshold).raw_score for f in nulls)
-    perfect = sum(f.n_windows for f in files) * profile.a_tp
-    return 100.0 * (raw - null) / (perfect - null) if perfect != null else math.nan
-
-
 def _choose(
     prepared: Mapping[str, Sequence[NabFile]], rows: Sequence[int], profile: Profile
 ) -> tuple[str, float]:
     best: tuple[float, str, float] | None = None
     for name, files in prepared.items():
-        sweep = sweep_thresholds([files[i] for i in rows], profile)
-        k = sweep.best()
-        if best is None or sweep.scores[k] > best[0]:
-            best = (float(sweep.scores[k]), name, float(sweep.thresholds[k]))
+        threshold, score = optimize_threshold([files[i] for i in rows], profile)
+        if best is None or score > best[0]:
+            best = (score, name, threshold)
     assert best is not None
     return best[1], best[2]
 
@@ -300,7 +289,7 @@ def leave_one_folder_out(
                 windows=windows,
                 choice=choice,
                 threshold=threshold,
-                score=normalise(raw, held_files, profile) if windows else math.nan,
+                score=normalized(raw, held_files, profile) if windows else math.nan,
                 raw=raw,
                 false_alarms_per_day=alarms / quiet_days if quiet_days else math.nan,
             )
@@ -309,7 +298,7 @@ def leave_one_folder_out(
     return LofoResult(
         profile=profile.name,
         folds=tuple(results),
-        pooled=normalise(pooled_raw, pooled_files, profile),
+        pooled=normalized(pooled_raw, pooled_files, profile),
         f1=2 * tp / (2 * tp + fp + fn) if tp else 0.0,
         precision=tp / (tp + fp) if tp + fp else 0.0,
         recall=tp / (tp + fn) if tp + fn else 0.0,
@@ -321,5 +310,4 @@ def leave_one_folder_out(
 def in_sample(files: Sequence[DevFile], scores: Sequence[FloatArray], profile: Profile) -> float:
     """The score with the threshold optimised on the same files (NAB's own way; optimistic)."""
     prepared = [f.nab.with_scores(s) for f, s in zip(files, scores, strict=True)]
-    sweep = sweep_thresholds(prepared, profile)
-    return normalise(float(sweep.scores[sweep.best()]), prepared, profile)
+    return normalized(optimize_threshold(prepared, profile)[1], prepared, profile)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Breach warnings: how early, and how often wrongly, each forecaster warns.
 
-Generates labelled scenarios (`models.scenarios`: memory leaks, latency creep, saturating queues,
+Generates labelled scenarios (`sim.scenarios`: memory leaks, latency creep, saturating queues,
 and normal daily / level-shift / gappy / spiky series, 3 days at 60 s), trains each model once on
 the TRAINING seeds (one global model; baselines learn nothing), then replays the EVALUATION seeds
 as the daemon would (`models.evaluation.breach`: from day 1 on, a forecast every step from the
@@ -22,7 +22,7 @@ plus the rule used before (max over the horizon, p >= 0.3, 2 in a row, no season
 
 The scenario figures are "generated": the generators and the rule that sets each scenario's
 threshold were frozen before the warning rule was tuned; the bench prints their digest
-(sha256 of `models/scenarios.py`, and of the threshold rule) and says whether it still matches
+(sha256 of `sim/scenarios.py`, and of the threshold rule) and says whether it still matches
 the frozen one.
 
 Targets (issue): >= 90 % warned >= 15 min ahead, <= 0.1 false warnings per series-day.
@@ -84,7 +84,7 @@ from models.forecasters.base import (  # noqa: E402
     ForecasterConfig,
 )
 from models.forecasters.registry import FORECASTERS, build  # noqa: E402
-from models.scenarios import STEP, suite  # noqa: E402
+from sim.scenarios import STEP, suite  # noqa: E402
 
 DEFAULT_MODELS = "lstm,median_band,naive,predict_linear"
 #: `scenario_digest()` when the generators and threshold rule were frozen, before tuning.

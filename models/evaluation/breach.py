@@ -41,13 +41,13 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import scenarios as scenario_module
 from models.breach import BreachConfig, predict_breach, warning_mask
 from models.domain import ContextBatch, History
 from models.evaluation.backtest import regular_grid
 from models.evaluation.nab import read_data_file
 from models.forecasters.base import FitReport, Forecaster
-from models.scenarios import REARM, Scenario, crossings, sre_threshold
+from sim import scenarios as scenario_module
+from sim.scenarios import REARM, Scenario, crossings, sre_threshold
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -157,7 +157,7 @@ class BreachReport:
 
 # ---------------------------------------------------------------------------- frozen scenarios
 
-#: The constants of `models.scenarios` that set a scenario's threshold (with `sre_threshold`).
+#: The constants of `sim.scenarios` that set a scenario's threshold (with `sre_threshold`).
 THRESHOLD_RULE = (
     "MARGIN_NOISE_SIGMAS",
     "MARGIN_RANGE_FRACTION",

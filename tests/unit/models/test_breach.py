@@ -43,7 +43,7 @@ from models.evaluation.breach import (
 )
 from models.forecasters.base import Forecaster
 from models.forecasters.registry import build
-from models.scenarios import generate
+from sim.scenarios import generate
 
 ROOT = Path(__file__).resolve().parents[3]
 STEP = 60

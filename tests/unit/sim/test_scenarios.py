@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.scenarios import (
+from sim.scenarios import (
     BREACH_KINDS,
     DAY,
     KINDS,

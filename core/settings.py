@@ -219,6 +219,11 @@ class ModelSettings(_Section):
         description="anomaly scores kept (steps with operator feedback always stay); the "
         "detector resumes from its saved state, RCA and the alarm list read recent scores only",
     )
+    forecast_history_retention: Duration = Field(
+        default=timedelta(days=2),
+        description="forecasts made 15 minutes ahead kept for the page's chart (by the step "
+        "they forecast); only the chart reads them",
+    )
 
 
 class DatabaseSettings(_Section):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.clock import from_epoch
 from core.database import dialect_insert, fetch_tuples
@@ -38,6 +38,7 @@ from models.tables import (
     AnomalyScoreRow,
     BreachRow,
     DetectorStateRow,
+    ForecastHistoryRow,
     ForecastRow,
 )
 
@@ -194,6 +195,7 @@ def forecast_cycle(
             }
         )
     _upsert_forecasts(db_session, rows)
+    _record_history(db_session, rows)
     warnings = 0
     if target.breach is not None and rows:
         warnings = update_breaches(db_session, target.breach, rows, now=now)
@@ -627,6 +629,61 @@ def _upsert_forecasts(db_session: Session, rows: list[dict[str, Any]]) -> None:
     db_session.execute(statement, rows)
 
 
+#: How far ahead the forecast kept in `forecast_history` looks: the page draws the band made
+#: this long before each point against what then happened (the lead a warning must have).
+HISTORY_LEAD = 900
+HISTORY_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _record_history(db_session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep, per freshly forecast series, its p10/p50/p90 for the horizon step nearest
+    HISTORY_LEAD (the quantiles nearest those levels): one bulk insert per cycle. A step
+    already recorded keeps its first forecast (a re-run cycle writes nothing twice)."""
+    out = []
+    picks: dict[tuple[int, int, tuple[float, ...]], tuple[int, list[int]]] = {}
+    for r in rows:
+        key = (len(r["values"]), int(r["step"]), tuple(r["quantiles"]))
+        if key not in picks:
+            horizon, step, quantiles = key
+            h = min(max(round(HISTORY_LEAD / step), 1), horizon) - 1
+            levels = np.asarray(quantiles)
+            picks[key] = (h, [int(np.abs(levels - q).argmin()) for q in HISTORY_QUANTILES])
+        h, (low, mid, high) = picks[key]
+        values = r["values"][h]
+        out.append(
+            {
+                "series_id": r["series_id"],
+                "target_ts": int(r["made_at"]) + (h + 1) * int(r["step"]),
+                "made_at": r["made_at"],
+                "p10": values[low],
+                "p50": values[mid],
+                "p90": values[high],
+            }
+        )
+    if out:
+        insert = dialect_insert(db_session, ForecastHistoryRow.__table__)
+        db_session.execute(
+            insert.on_conflict_do_nothing(index_elements=["series_id", "target_ts"]), out
+        )
+
+
+def prune_forecast_history(db_session: Session, *, before: int, limit: int) -> int:
+    """Delete at most `limit` kept forecasts for steps before `before` (epoch seconds). Returns
+    how many went; fewer than `limit` means nothing older is left."""
+    key = (ForecastHistoryRow.series_id, ForecastHistoryRow.target_ts)
+    return _delete_some(db_session, key, ForecastHistoryRow.target_ts < before, limit=limit)
+
+
+def _delete_some(
+    db_session: Session, key: Sequence[InstrumentedAttribute[int]], *where: Any, limit: int
+) -> int:
+    """Delete at most `limit` rows of the table whose primary key is `key` matching `where`."""
+    doomed = sa.select(*key).where(*where).limit(limit)
+    table = key[0].class_.__table__
+    result = db_session.execute(sa.delete(table).where(sa.tuple_(*key).in_(doomed)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -833,11 +890,5 @@ def prune_scores(db_session: Session, *, before: int, limit: int) -> int:
         AnomalyFeedbackRow.series_id == AnomalyScoreRow.series_id,
         AnomalyFeedbackRow.ts == AnomalyScoreRow.ts,
     )
-    doomed = (
-        sa.select(AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
-        .where(AnomalyScoreRow.ts < before, ~judged)
-        .limit(limit)
-    )
-    key = sa.tuple_(AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
-    result = db_session.execute(sa.delete(AnomalyScoreRow).where(key.in_(doomed)))
-    return int(getattr(result, "rowcount", 0) or 0)
+    key = (AnomalyScoreRow.series_id, AnomalyScoreRow.ts)
+    return _delete_some(db_session, key, AnomalyScoreRow.ts < before, ~judged, limit=limit)

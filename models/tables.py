@@ -1,4 +1,5 @@
-"""Tables owned by models: the model registry, each series' latest forecast, anomaly scores."""
+"""Tables owned by models: the model registry, each series' latest forecast and a bounded
+history of what was forecast 15 minutes ahead, anomaly scores."""
 
 from __future__ import annotations
 
@@ -124,3 +125,20 @@ class BreachRow(Base):
     warning_since: Mapped[int | None] = mapped_column(sa.BigInteger)
     model: Mapped[str] = mapped_column(sa.String(96))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ForecastHistoryRow(Base):
+    """What each cycle forecast for the step about 15 minutes ahead (the horizon step nearest
+    `models.service.HISTORY_LEAD`): the page draws it against what then happened. One row per
+    series and target step; kept for `models.forecast_history_retention`."""
+
+    __tablename__ = "forecast_history"
+
+    series_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    target_ts: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)  #: forecast step
+    made_at: Mapped[int] = mapped_column(sa.BigInteger)  #: the forecast's last observed step
+    p10: Mapped[float] = mapped_column(sa.Float(precision=53))
+    p50: Mapped[float] = mapped_column(sa.Float(precision=53))
+    p90: Mapped[float] = mapped_column(sa.Float(precision=53))

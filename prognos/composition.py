@@ -45,14 +45,20 @@ def build_source(settings: Settings) -> tuple[Source, list[TargetSettings]]:
 
 
 def build_context(
-    settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    run_migrations: bool = True,
+    source: tuple[Source, list[TargetSettings]] | None = None,
 ) -> ServiceContext:
+    """Everything the service runs on; `source` (a source and its targets) replaces the one the
+    settings name — `prognos demo` passes its simulated shop."""
     engine = create_engine(settings.database_url, echo=settings.database.echo)
     integrity = integrity_problem(engine)  # before migrating: never write to a damaged file
     if run_migrations and integrity is None:
         migrate(engine)
-    source, targets = build_source(settings)
-    log.info("source: %s; %d target(s)", source.describe(), len(targets))
+    feed, targets = build_source(settings) if source is None else source
+    log.info("source: %s; %d target(s)", feed.describe(), len(targets))
     shape = {k: v for k, v in settings.models.config.items() if k in ("context_length", "horizon")}
     sessions = session_factory(engine)
     checkpoint = audit.checkpoint_for(settings)
@@ -61,7 +67,7 @@ def build_context(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        source=source,
+        source=feed,
         targets=targets,
         clock=clock or SystemClock(),
         models=ServingModels(cold_start=settings.models.cold_start, cold_config=shape),

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, wall_seconds
 from core.database import session_scope
 from core.errors import PrognosError
 from core.settings import RemediationSettings
@@ -761,7 +761,10 @@ class _Heartbeat:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        every = max(0.05, self.executor.lease.total_seconds() / 3)
+        # A third of the lease as the executor's clock counts it (simulated on a ScaledClock).
+        every = max(
+            0.05, wall_seconds(self.executor.clock, self.executor.lease.total_seconds() / 3)
+        )
         while not self._done.wait(every):
             try:
                 if not self.executor.renew_lease(self.execution_id):

@@ -635,6 +635,12 @@ HISTORY_LEAD = 900
 HISTORY_QUANTILES = (0.1, 0.5, 0.9)
 
 
+def band_columns(quantiles: Sequence[float]) -> list[int]:
+    """Where the quantiles nearest p10, p50 and p90 stand in a forecast's `quantiles`."""
+    levels = np.asarray(quantiles)
+    return [int(np.abs(levels - q).argmin()) for q in HISTORY_QUANTILES]
+
+
 def _record_history(db_session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Keep, per freshly forecast series, its p10/p50/p90 for the horizon step nearest
     HISTORY_LEAD (the quantiles nearest those levels): one bulk insert per cycle. A step
@@ -646,8 +652,7 @@ def _record_history(db_session: Session, rows: Sequence[dict[str, Any]]) -> None
         if key not in picks:
             horizon, step, quantiles = key
             h = min(max(round(HISTORY_LEAD / step), 1), horizon) - 1
-            levels = np.asarray(quantiles)
-            picks[key] = (h, [int(np.abs(levels - q).argmin()) for q in HISTORY_QUANTILES])
+            picks[key] = (h, band_columns(quantiles))
         h, (low, mid, high) = picks[key]
         values = r["values"][h]
         out.append(
@@ -846,6 +851,74 @@ def fresh_warnings(db_session: Session) -> list[tuple[int, str | None]]:
         .order_by(BreachRow.series_id)
     ).all()
     return [(series_id, service) for series_id, service in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """What the page draws for one series over a span (epoch seconds throughout): each part
+    the newest `limit` rows of the span, oldest first."""
+
+    actual: list[tuple[int, float]]  #: (ts, value)
+    #: (target_ts, made_at, p10, p50, p90): the band forecast HISTORY_LEAD before each step
+    band: list[tuple[int, int, float, float, float]]
+    #: the newest forecast when it was made within the span: (ts, p10, p50, p90) per step ahead
+    ahead: list[tuple[int, float, float, float]]
+    ahead_made_at: int | None
+    anomalies: list[tuple[int, float | None, bool]]  #: (ts, score, alarm)
+    breach: BreachRow | None  #: the newest predicted-breach state, if the series has a limit
+    truncated: bool  #: some part had more than `limit` rows in the span
+
+
+def chart(
+    db_session: Session, *, series_id: int, since: int, until: int, limit: int, min_score: float
+) -> Chart:
+    """The series' stored values, the kept forecast band and the scored steps that alarmed or
+    scored at least `min_score`, from `since` to `until` inclusive; and its newest forecast and
+    predicted-breach state."""
+
+    def newest(query: Any, ts: Any) -> list[tuple[Any, ...]]:
+        rows = fetch_tuples(
+            db_session, query.where(ts >= since, ts <= until).order_by(ts.desc()).limit(limit + 1)
+        )
+        cut.append(len(rows) > limit)
+        return rows[:limit][::-1]
+
+    cut: list[bool] = []
+    actual = newest(
+        sa.select(SampleRow.ts, SampleRow.value).where(SampleRow.series_id == series_id),
+        SampleRow.ts,
+    )
+    h = ForecastHistoryRow
+    band = newest(
+        sa.select(h.target_ts, h.made_at, h.p10, h.p50, h.p90).where(h.series_id == series_id),
+        h.target_ts,
+    )
+    a = AnomalyScoreRow
+    anomalies = newest(
+        sa.select(a.ts, a.score, a.alarm).where(
+            a.series_id == series_id, sa.or_(a.alarm.is_(True), a.score >= min_score)
+        ),
+        a.ts,
+    )
+    ahead: list[tuple[int, float, float, float]] = []
+    made_at = None
+    forecast = db_session.get(ForecastRow, series_id)
+    if forecast is not None and since <= forecast.made_at <= until:
+        made_at = forecast.made_at
+        low, mid, high = band_columns(forecast.quantiles)
+        ahead = [
+            (made_at + (i + 1) * forecast.step, v[low], v[mid], v[high])
+            for i, v in enumerate(forecast.values)
+        ]
+    return Chart(
+        actual=[(int(t), float(v)) for t, v in actual],
+        band=[(int(t), int(m), float(p10), float(p50), float(p90)) for t, m, p10, p50, p90 in band],
+        ahead=ahead,
+        ahead_made_at=made_at,
+        anomalies=[(int(t), None if s is None else float(s), bool(al)) for t, s, al in anomalies],
+        breach=db_session.get(BreachRow, series_id),
+        truncated=any(cut),
+    )
 
 
 # ----------------------------------------------------------------------------- feedback

@@ -1,19 +1,21 @@
-"""Series Prognos has seen, their stored samples, and the ingest targets with their runs."""
+"""Series Prognos has seen, their stored samples and chart, and the ingest targets with their
+runs."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import ContextDep, RowId, SessionDep, UtcTime, Viewer
-from core.clock import from_epoch
+from core.clock import from_epoch, to_epoch
 from core.errors import ErrorKind, NotFoundError, PrognosError
 from ingest import service as ingest_service
 from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
+from models import service as model_service
 
 router = APIRouter(prefix="/v1", tags=["series"])
 
@@ -144,6 +146,138 @@ def series_samples(
         end=int(end.timestamp()) if end else None,
     )[-limit:]
     return SamplesRead(series=_series(row), points=[(from_epoch(t), v) for t, v in points])
+
+
+#: The widest span one chart covers (the samples' default retention), and the default one.
+CHART_SPAN_MAX = timedelta(days=7)
+CHART_SPAN_DEFAULT = timedelta(hours=6)
+
+
+class BandPoint(BaseModel):
+    at: datetime = Field(description="the step forecast")
+    made_at: datetime = Field(description="the forecast's last observed step")
+    p10: float
+    p50: float
+    p90: float
+
+
+class ChartAnomaly(BaseModel):
+    at: datetime
+    score: float | None
+    alarm: bool = Field(description="the detector alarmed on this step")
+
+
+class ChartLimit(BaseModel):
+    threshold: float
+    direction: str = Field(description="above or below: the side the series must stay on")
+
+
+class ChartBreach(BaseModel):
+    probability: float = Field(description="P(crossing the limit within the horizon)")
+    eta: datetime | None = Field(description="estimated time of the crossing")
+    warning: bool
+    warning_since: datetime | None
+    forecast_made_at: datetime
+
+
+class ChartRead(BaseModel):
+    series: SeriesRead
+    since: datetime
+    until: datetime
+    step_seconds: int | None = Field(description="the target's step (None: no such target now)")
+    actual: list[tuple[datetime, float]] = Field(description="stored values, oldest first")
+    band: list[BandPoint] = Field(
+        description="for each step, the p10-p90 band forecast about 15 minutes before it "
+        "(kept for models.forecast_history_retention)"
+    )
+    ahead: list[BandPoint] = Field(
+        description="the newest forecast, every step of its horizon, if made within the span"
+    )
+    anomalies: list[ChartAnomaly] = Field(
+        description="scored steps that alarmed or scored at least min_score"
+    )
+    limit: ChartLimit | None = Field(description="the breach limit of the series' target")
+    breach: ChartBreach | None = Field(description="the newest predicted-breach state")
+    truncated: bool = Field(description="some part had more than `limit` rows: the newest kept")
+
+
+@router.get(
+    "/series/{series_id}/chart",
+    response_model=ChartRead,
+    summary="One series for a chart: actual values against the band forecast 15 minutes "
+    "earlier, anomalies, the breach limit and the newest forecast",
+)
+def series_chart(
+    series_id: RowId,
+    _: Viewer,
+    session: SessionDep,
+    context: ContextDep,
+    since: Annotated[UtcTime | None, Query(description="default: `until` less 6 hours")] = None,
+    until: Annotated[UtcTime | None, Query(description="default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=11_000, description="rows per part, newest kept")] = 2000,
+    min_score: Annotated[
+        float, Query(ge=0, le=1e6, description="scores shown besides alarms")
+    ] = 3.0,
+) -> ChartRead:
+    row = session.get(SeriesRow, series_id)
+    if row is None:
+        raise NotFoundError(f"no series with id {series_id}")
+    end = until or context.clock.now()
+    try:
+        start = since or end - CHART_SPAN_DEFAULT
+    except OverflowError:  # `until` within 6 hours of the year 1
+        raise InvalidQueryError("give since: until leaves no room for the default span") from None
+    if start >= end:
+        raise InvalidQueryError("since must be before until")
+    if end - start > CHART_SPAN_MAX:
+        raise InvalidQueryError(f"a chart spans at most {CHART_SPAN_MAX.days} days")
+    data = model_service.chart(
+        session,
+        series_id=series_id,
+        since=to_epoch(start),
+        until=to_epoch(end),
+        limit=limit,
+        min_score=min_score,
+    )
+    target = next((t for t in context.targets if t.name == row.target), None)
+    b = data.breach
+    limit_row = None
+    if target is not None and target.breach is not None:
+        limit_row = ChartLimit(threshold=target.breach.threshold, direction=target.breach.direction)
+    elif b is not None:  # the target's limit is gone from the settings: the last one used
+        limit_row = ChartLimit(threshold=b.threshold, direction=b.direction)
+    made = data.ahead_made_at
+    return ChartRead(
+        series=_series(row),
+        since=start,
+        until=end,
+        step_seconds=None if target is None else target.step_seconds,
+        actual=[(from_epoch(t), v) for t, v in data.actual],
+        band=[
+            BandPoint(at=from_epoch(t), made_at=from_epoch(m), p10=lo, p50=mid, p90=hi)
+            for t, m, lo, mid, hi in data.band
+        ],
+        ahead=[
+            BandPoint(at=from_epoch(t), made_at=from_epoch(made), p10=lo, p50=mid, p90=hi)
+            for t, lo, mid, hi in data.ahead
+            if made is not None
+        ],
+        anomalies=[
+            ChartAnomaly(at=from_epoch(t), score=score, alarm=alarm)
+            for t, score, alarm in data.anomalies
+        ],
+        limit=limit_row,
+        breach=None
+        if b is None
+        else ChartBreach(
+            probability=b.probability,
+            eta=None if b.eta is None else from_epoch(b.eta),
+            warning=b.warning,
+            warning_since=None if b.warning_since is None else from_epoch(b.warning_since),
+            forecast_made_at=from_epoch(b.made_at),
+        ),
+        truncated=data.truncated,
+    )
 
 
 @router.get(

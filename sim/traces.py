@@ -5,7 +5,9 @@ service has one caller among the services before it, and each service has 1-3 op
 their own latencies. `System.traces(...)` produces a span frame (ingest.spans) of requests
 arriving uniformly over a time range; each request walks the tree (every child called with a
 per-edge probability), child spans nested inside their parent with a network gap before and after.
-The same seed gives the same system and the same spans.
+The same seed gives the same system and the same spans. `System.traces` takes one `fault`, or
+`active`: a function (service, time) -> the fault acting on that service then (or None), for
+faults that change over time (sim.shop builds its spans so).
 
 Faults (`Fault(kind, service, operation)`, active from `start_ns`):
 - "slow": the operation (or all of the service's) gets extra self time (a slow leaf);
@@ -20,6 +22,7 @@ Faults (`Fault(kind, service, operation)`, active from `start_ns`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +34,8 @@ MS = 1_000_000
 FAULT_KINDS = ("slow", "errors", "exception", "vanish", "network", "cpu")
 
 Row = tuple[str, str, str, str, str, int, int, bool]
+#: (service, time in ns) -> the fault acting on that service at that time, or None.
+ActiveFault = Callable[[str, int], "Fault | None"]
 
 
 @dataclass(frozen=True)
@@ -78,14 +83,17 @@ class System:
         end_ns: int,
         requests: int,
         fault: Fault | None = None,
+        active: ActiveFault | None = None,
         seed: int = 1,
     ) -> pd.DataFrame:
+        if active is None:
+            active = _single(fault)
         rng = np.random.default_rng(seed)
         rows: list[Row] = []
         arrivals = np.sort(rng.integers(start_ns, end_ns, size=requests))
         for r, t0 in enumerate(arrivals.tolist()):
             trace_id = f"{seed:04x}{r:012x}"
-            self._span(rows, rng, trace_id, "", self.services[0], int(t0), fault, [0])
+            self._span(rows, rng, trace_id, "", self.services[0], int(t0), active, [0])
         frame = pd.DataFrame(rows, columns=list(SPAN_COLUMNS))
         return frame.astype(SPAN_COLUMNS)
 
@@ -97,7 +105,7 @@ class System:
         parent_id: str,
         service: str,
         start: int,
-        fault: Fault | None,
+        active: ActiveFault,
         counter: list[int],
     ) -> tuple[int, bool, bool]:
         """Append the span of `service` (and its subtree) starting at `start`; returns its end,
@@ -106,7 +114,8 @@ class System:
         span_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
         ops = self.operations[service]
         operation = ops[int(rng.integers(0, len(ops)))]
-        kind = fault.kind if fault is not None and fault.active(service, start) else None
+        fault = active(service, start)
+        kind = fault.kind if fault is not None else None
         own = self.self_ms[(service, operation)] * float(rng.lognormal(0.0, 0.15))
         magnitude = fault.magnitude if fault is not None else 1.0
         if kind == "slow" and fault is not None and fault.operation in (None, operation):
@@ -123,12 +132,13 @@ class System:
             # A client span in the caller wraps the callee's server span; the time between
             # them is the network (and queueing) on that edge.
             gap = int(float(rng.uniform(0.2, 0.6)) * MS)
-            if fault is not None and fault.kind == "network" and fault.active(child, start):
-                gap += int(15.0 * magnitude * MS)
+            edge = active(child, start)
+            if edge is not None and edge.kind == "network":
+                gap += int(15.0 * edge.magnitude * MS)
             counter[0] += 1
             client_id = f"{trace_id[:4]}{trace_id[-6:]}{counter[0]:06x}"
             child_end, child_failed, thrown = self._span(
-                rows, rng, trace_id, client_id, child, t + gap, fault, counter
+                rows, rng, trace_id, client_id, child, t + gap, active, counter
             )
             end = child_end + gap
             rows.append(
@@ -178,3 +188,12 @@ class System:
         while (p := self.parent[path[0]]) is not None:
             path.insert(0, p)
         return path
+
+
+def _single(fault: Fault | None) -> ActiveFault:
+    """One fault, acting on its service from its start."""
+
+    def active(service: str, at_ns: int) -> Fault | None:
+        return fault if fault is not None and fault.active(service, at_ns) else None
+
+    return active

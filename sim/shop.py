@@ -181,6 +181,19 @@ class Shop:
         """Every pod's series of `target` at the step-aligned times in [start, end]."""
         return self._series(target, start, end, self.services)
 
+    def at(self, target: str, service: str, ts: int) -> dict[str, float]:
+        """Each pod's value of `target` at the second `ts`, between steps too (what a status
+        check sees right after a restart)."""
+        self._service(service)
+        if target not in TARGETS:
+            raise SimInputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+        when = np.array([int(ts)], dtype=np.int64)
+        load, replicas = self._load(when), self._replicas(service, when)
+        return {
+            f"{service}-{pod}": float(self._values(target, service, pod, when, load, replicas)[0])
+            for pod in range(int(replicas[0]))
+        }
+
     def crossing(self, service: str, target: str, after: int) -> int | None:
         """The first step-aligned time >= `after` (within a day) at which a pod of the service
         is at or past the target's limit, given the faults, restarts and scaling so far."""

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import hvac
 import requests
@@ -34,6 +33,7 @@ from pydantic import SecretStr
 
 from core.errors import ErrorKind
 from sim.errors import SimError
+from sim.lifecycle import Lifecycle
 
 KV_MOUNT = "secret"
 KV_NAME = "platform/admin"
@@ -65,7 +65,7 @@ def bao_binary() -> str | None:
     return shutil.which("bao")
 
 
-class DevVault:
+class DevVault(Lifecycle):
     def __init__(
         self, *, platform_url: str, platform_token: str, ready_timeout_s: float = 60.0
     ) -> None:
@@ -129,17 +129,6 @@ class DevVault:
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
-
-    def __enter__(self) -> DevVault:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

@@ -18,12 +18,12 @@ import re
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from core.clock import Clock, to_epoch
 from core.errors import ErrorKind
 from sim.errors import SimError, SimInputError
+from sim.lifecycle import Lifecycle
 from sim.shop import LATENCY_SLO, MEMORY_LIMIT, Shop
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Platform:
         }
 
 
-class PlatformServer:
+class PlatformServer(Lifecycle):
     """`Platform` over HTTP on loopback (a daemon thread); `url` once started."""
 
     def __init__(
@@ -122,17 +122,6 @@ class PlatformServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> PlatformServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -20,13 +19,13 @@ from core.database import create_engine, migrate, session_factory
 from core.settings import RemediationSettings, VaultSettings
 from remediation.actions import ACTIONS
 from remediation.executor import Executor
-from remediation.playbooks import VaultSpec, load_playbook
+from remediation.playbooks import load_playbook
 from remediation.tables import ExecutionStepRow
-from remediation.vault import CredentialBroker, IssuedCredentials
 from sim.openbao import KV_PATH, DevVault, bao_binary
 from sim.platform import Platform, PlatformServer
 from sim.shop import Fault, Shop
 from tests.conftest import need_server
+from tests.integration.remediation.test_vault_executions import RecordingBroker
 from tests.support.servers import ServerMissing
 from tests.unit.remediation.helpers import approved
 
@@ -34,17 +33,6 @@ PLAYBOOK = (
     Path(__file__).resolve().parents[2] / "deploy" / "demo" / "playbooks" / "restart-service.yaml"
 )
 LEAK_AT = to_epoch(datetime(2026, 1, 6, 10, 0, tzinfo=UTC))
-
-
-class RecordingBroker(CredentialBroker):
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.issued: list[IssuedCredentials] = []
-
-    def issue(self, execution_id: int, spec: VaultSpec, ttl: timedelta) -> IssuedCredentials:
-        issued = super().issue(execution_id, spec, ttl)
-        self.issued.append(issued)
-        return issued
 
 
 @pytest.fixture

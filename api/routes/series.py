@@ -196,7 +196,9 @@ class ChartRead(BaseModel):
     anomalies: list[ChartAnomaly] = Field(
         description="scored steps that alarmed or scored at least min_score"
     )
-    limit: ChartLimit | None = Field(description="the breach limit of the series' target")
+    limit: ChartLimit | None = Field(
+        description="the breach limit: the one the newest prediction used, else the target's"
+    )
     breach: ChartBreach | None = Field(description="the newest predicted-breach state")
     truncated: bool = Field(description="some part had more than `limit` rows: the newest kept")
 
@@ -242,10 +244,10 @@ def series_chart(
     target = next((t for t in context.targets if t.name == row.target), None)
     b = data.breach
     limit_row = None
-    if target is not None and target.breach is not None:
-        limit_row = ChartLimit(threshold=target.breach.threshold, direction=target.breach.direction)
-    elif b is not None:  # the target's limit is gone from the settings: the last one used
+    if b is not None:  # the limit the shown probability and ETA were predicted against
         limit_row = ChartLimit(threshold=b.threshold, direction=b.direction)
+    elif target is not None and target.breach is not None:
+        limit_row = ChartLimit(threshold=target.breach.threshold, direction=target.breach.direction)
     made = data.ahead_made_at
     return ChartRead(
         series=_series(row),

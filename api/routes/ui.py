@@ -1,4 +1,5 @@
-"""The approval workflow's web page: one static file; all data comes from the JSON API with the
+"""The web page: series charts, predicted breaches, incidents with their report, proposals to
+approve and executions step by step. One static file; all data comes from the JSON API with the
 bearer token the user enters (kept in the tab's sessionStorage, never in a URL)."""
 
 from __future__ import annotations
@@ -28,6 +29,6 @@ def _page() -> str:
     return (files("api") / "static" / "ui.html").read_text(encoding="utf-8")
 
 
-@router.get("/ui", response_class=HTMLResponse, summary="The approvals page (for people)")
+@router.get("/ui", response_class=HTMLResponse, summary="The web page (for people)")
 def ui() -> HTMLResponse:
     return HTMLResponse(_page(), headers=HEADERS)

@@ -1,4 +1,4 @@
-"""The approvals page is served self-contained, with a strict content security policy."""
+"""The page is served self-contained, with a strict content security policy."""
 
 from __future__ import annotations
 
@@ -17,5 +17,16 @@ def test_the_page_is_self_contained_and_locked_down(client: TestClient) -> None:
     assert not re.search(r"(src|href)=[\"']?https?:", page)  # nothing from another origin
     assert "innerHTML" not in page  # data reaches the page as text only
     assert "sessionStorage" in page and "localStorage" not in page
-    for path in ("/v1/remediations", "/v1/audit", "digest: p.digest"):
+    assert "eval(" not in page and "new Function" not in page  # the policy forbids both
+    for path in ("/v1/remediations", "/v1/audit", "digest: p.digest", "/v1/breaches"):
         assert path in page
+    for path in ("/chart", "/v1/incidents", "/v1/anomalies", "/v1/series"):
+        assert path in page
+    # the hooks a browser test drives the page by
+    for hook in (
+        "dataset.incidentId",
+        "dataset.topSuspect",
+        "dataset.proposalId",
+        "createElementNS",
+    ):
+        assert hook in page

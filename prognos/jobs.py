@@ -116,11 +116,11 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
 
 def cycle(context: ServiceContext) -> None:
     """The scheduler's main job: ingest, forecast and score what was ingested, then act on it:
-    propose playbooks for new breach warnings, group alarms into incidents (proposing for new
-    ones) and expire stale proposals. Each stage has its own session and error boundary: one
-    that fails is logged and the later ones still run, so a database error in RCA or proposing
-    never skips the expiry of stale approvals."""
-    stages = (ingest_cycle, forecast_cycle, propose_for_breaches, group_incidents, expire_proposals)
+    group alarms and breach warnings into incidents (proposing for new ones) and expire stale
+    proposals. Each stage has its own session and error boundary: one that fails is logged and
+    the later ones still run, so a database error in RCA or proposing never skips the expiry
+    of stale approvals."""
+    stages = (ingest_cycle, forecast_cycle, group_incidents, expire_proposals)
     for stage in stages:
         try:
             stage(context)
@@ -129,13 +129,15 @@ def cycle(context: ServiceContext) -> None:
 
 
 def group_incidents(context: ServiceContext) -> GroupingResult:
-    """Group the alarms firing now into incidents (diagnosing new ones from the span store) and
-    propose the matching playbooks for each new incident's top suspect."""
+    """Group the alarms firing now and the breach warnings active now into incidents
+    (diagnosing new ones from the span store and the stored metrics) and propose the matching
+    playbooks for each new incident's top suspect: one proposal set per incident, whatever
+    opened it."""
     settings = context.settings
     now = context.clock.now()
     longest = max((t.step_seconds for t in context.targets), default=60)
     with session_scope(context.sessions) as session:
-        result = rca_flows.incidents_from_alarms(
+        result = rca_flows.incidents_from_triggers(
             session, models=settings.models, rca=settings.rca, longest_step=longest, now=now
         )
         session.commit()
@@ -144,17 +146,8 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
                 session, result.opened, playbooks=context.loaded_playbooks(), clock=context.clock
             )
     for incident_id in result.closed:
-        log.info("incident %d closed: its alarms have cleared", incident_id)
+        log.info("incident %d closed: its alarms and breach warnings have cleared", incident_id)
     return result
-
-
-def propose_for_breaches(context: ServiceContext) -> int:
-    """Propose the matching playbooks for every breach warning that turned on this cycle (the
-    proposal's target is the series' service). Returns how many proposals were made."""
-    with session_scope(context.sessions) as session:
-        return remediation_flows.propose_for_breaches(
-            session, playbooks=context.loaded_playbooks(), clock=context.clock
-        )
 
 
 def expire_proposals(context: ServiceContext) -> list[int]:

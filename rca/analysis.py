@@ -20,6 +20,9 @@ level floor so that a flat reference does not turn noise into certainty):
 - **resource metrics** (optional): per-service CPU / memory metrics (all metrics when there are
   no spans), robust z of the incident mean against the reference rows; only a rise counts.
 - **model scores** (optional): calibrated anomaly scores from `models`, per service.
+- **breach** (added by the caller, `rca.breaches.trend_evidence`): a series predicted to cross
+  its limit, robust z of its mean since its trend began; a kind of its own, so that alarms
+  elsewhere do not dilute it.
 
 Fusion: per kind, a service's strength is its largest |z| (log-compressed); each kind is then
 re-standardised *across services* (median and MAD over services, floored), so what counts is how
@@ -46,7 +49,8 @@ MIN_INCIDENT = 3
 #: floor of the across-services spread (log1p |z| units; chosen by leave-one-fault-type-out)
 SPREAD_FLOOR = 0.25
 SPAN_KINDS = ("self_time", "edge_gap", "errors", "call_pattern")
-KINDS = (*SPAN_KINDS, "metric", "model")
+#: "breach": a predicted-breach warning on one of the service's series (rca.breaches)
+KINDS = (*SPAN_KINDS, "metric", "model", "breach")
 
 Window = tuple[int, int]
 
@@ -311,7 +315,7 @@ def _strength(kind: str, z: float) -> float:
     """How strongly one piece of evidence speaks for its service: errors, edge gaps and metrics
     only count when they grow (a pod whose CPU falls is getting less work, a consequence);
     self time and call pattern both ways."""
-    if kind in ("errors", "edge_gap", "metric"):
+    if kind in ("errors", "edge_gap", "metric", "breach"):
         return max(z, 0.0)
     return abs(z)
 
@@ -339,10 +343,10 @@ def fuse(
     known = set(services) | set(population or ())
     for kind, values in raw.items():
         # Standardised among the services this kind was measured for: a service without such
-        # spans or metrics is unknown on it, not normal. But no error and no alarm are
-        # measurements (zero), and a kind measured for fewer than three services is judged
-        # against the other known services at zero (nothing else moved).
-        if kind in ("errors", "model") or len(values) < 3:
+        # spans or metrics is unknown on it, not normal. But no error, no alarm and no breach
+        # warning are measurements (zero), and a kind measured for fewer than three services
+        # is judged against the other known services at zero (nothing else moved).
+        if kind in ("errors", "model", "breach") or len(values) < 3:
             values = {s: values.get(s, 0.0) for s in known}
         if not values:
             continue

@@ -1,46 +1,23 @@
-"""Flows that end in proposals, one per trigger: a breach warning that turned on, an incident
-that opened. Each proposal set is committed on its own, so a refused one (logged) leaves the
-others going; the target of a proposal is the service."""
+"""Flows that end in proposals: an incident that opened, whether an alarm or a predicted-breach
+warning opened it, gets one proposal set for its top suspect. Each proposal set is committed on
+its own, so a refused one (logged) leaves the others going; the target of a proposal is the
+service."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.clock import Clock
 from core.errors import PrognosError
-from models.service import fresh_warnings
-from rca.incidents import get_incident
+from rca.incidents import breach_records, get_incident, trigger_kinds
 from remediation.playbooks import Playbook
 from remediation.service import auto_propose, breach_evidence
 
 log = logging.getLogger(__name__)
-
-
-def propose_for_breaches(
-    db_session: Session, *, playbooks: Mapping[str, Playbook], clock: Clock
-) -> int:
-    """Propose the matching playbooks for every breach warning that turned on with the newest
-    forecast. Returns how many proposals were made."""
-    if not playbooks:
-        return 0
-    made = 0
-    for series_id, service in fresh_warnings(db_session):
-        if service:
-            made += propose_and_commit(
-                db_session,
-                playbooks=playbooks,
-                kind="breach",
-                service=service,
-                suspect=False,
-                evidence={"breach": breach_evidence(db_session, series_id)},
-                about=f"the predicted breach of series {series_id}",
-                clock=clock,
-            )
-    return made
 
 
 def propose_for_incidents(
@@ -50,8 +27,12 @@ def propose_for_incidents(
     playbooks: Mapping[str, Playbook],
     clock: Clock,
 ) -> int:
-    """Propose the matching playbooks for each newly opened incident's top suspect. Returns how
-    many proposals were made."""
+    """Propose the matching playbooks for each newly opened incident's top suspect, once per
+    incident. A playbook matches under kind "incident", or the kind of one of the incident's
+    triggers ("breach" when a breach warning opened or joined it, "alarm" when a series of it
+    alarmed). The evidence names the incident and, when it holds breaches, the one predicted
+    to cross soonest (a snapshot with its ETA and probability). Returns how many proposals
+    were made."""
     made = 0
     for incident_id in incident_ids:
         row = get_incident(db_session, incident_id)
@@ -63,13 +44,18 @@ def propose_for_incidents(
         )
         if row is None or not row.top_suspect:
             continue
+        evidence: dict[str, Any] = {"incident_id": incident_id, "symptom": row.symptom}
+        breaches = breach_records(row)
+        if breaches:
+            soonest = min(breaches, key=lambda b: (b["eta"] is None, b["eta"] or 0))
+            evidence["breach"] = breach_evidence(db_session, int(soonest["series_id"]))
         made += propose_and_commit(
             db_session,
             playbooks=playbooks,
-            kind="incident",
+            kind=("incident", *trigger_kinds(row)),
             service=row.top_suspect,
             suspect=True,
-            evidence={"incident_id": incident_id, "symptom": row.symptom},
+            evidence=evidence,
             about=f"incident {incident_id}",
             clock=clock,
         )
@@ -80,15 +66,15 @@ def propose_and_commit(
     db_session: Session,
     *,
     playbooks: Mapping[str, Playbook],
-    kind: str,
+    kind: str | Sequence[str],
     service: str,
     suspect: bool,
     evidence: dict[str, Any],
     about: str,
     clock: Clock,
 ) -> int:
-    """The daemon's proposals for one breach or incident, committed on their own: a refusal
-    is logged and rolled back. Returns how many were made."""
+    """The daemon's proposals for one incident, committed on their own: a refusal is logged
+    and rolled back. Returns how many were made."""
     if not playbooks:
         return 0
     try:

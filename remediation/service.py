@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -511,7 +511,7 @@ def auto_propose(
     session: Session,
     *,
     playbooks: Mapping[str, Playbook],
-    kind: str,
+    kind: str | Sequence[str],
     service: str | None,
     suspect: bool,
     target: str,
@@ -519,13 +519,19 @@ def auto_propose(
     now: datetime,
     proposed_by: str = "daemon",
 ) -> list[Proposal]:
-    """The daemon's path: propose each matching playbook unless an identical one is open.
+    """The daemon's path: propose each playbook that matches one of the event's kinds (an
+    incident is "incident" plus the kinds of its triggers, "alarm" and "breach"), once,
+    unless an identical one is open.
 
     Guard refusals are skipped (a breaker escalation is audited once by the guard); playbooks
     whose required parameters have no default cannot be proposed automatically.
     """
     made = []
-    for playbook in match_playbooks(playbooks.values(), kind, service, suspect):
+    matched: dict[str, Playbook] = {}
+    for one in [kind] if isinstance(kind, str) else kind:
+        for playbook in match_playbooks(playbooks.values(), one, service, suspect):
+            matched.setdefault(playbook.name, playbook)
+    for playbook in matched.values():
         if any(p.required for p in playbook.parameters.values()):
             continue
         typed = validate_params(playbook, {})

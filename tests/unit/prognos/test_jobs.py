@@ -21,7 +21,6 @@ from models.tables import AnomalyScoreRow
 from prognos import jobs
 from prognos.context import ServiceContext
 from rca import flows as rca_flows
-from remediation import flows as remediation_flows
 from remediation import service as remediation_service
 from remediation.domain import ProposalStatus
 from remediation.tables import ProposalRow
@@ -109,8 +108,7 @@ def test_a_failing_stage_does_not_skip_the_later_ones(
     def database_down(*_: object, **__: object) -> None:
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(remediation_flows, "propose_for_breaches", database_down)
-    monkeypatch.setattr(rca_flows, "incidents_from_alarms", database_down)
+    monkeypatch.setattr(rca_flows, "incidents_from_triggers", database_down)
     context = make_context(engine, sessions, FakeSource([FakeSeries("cpu", {"service": "a"})]))
     context.targets = [make_target("cpu", lookback=timedelta(minutes=10))]
     context.playbooks = {"restart": book}
@@ -121,10 +119,7 @@ def test_a_failing_stage_does_not_skip_the_later_ones(
         assert remediation_service.get_proposal(session, stale.id).status == ProposalStatus.EXPIRED
         assert session.scalar(sa.select(sa.func.count()).select_from(SampleRow)) == 10
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle stage")]
-    assert failed == [
-        "cycle stage propose_for_breaches failed; the later stages still run",
-        "cycle stage group_incidents failed; the later stages still run",
-    ]
+    assert failed == ["cycle stage group_incidents failed; the later stages still run"]
 
 
 def test_the_daemon_does_not_import_the_web_package() -> None:

@@ -164,10 +164,10 @@ def test_adhoc_forecast_rejects_bad_input_and_roles(
     assert_problem(client.post("/v1/forecasts", json=good, headers=viewer), 403)
 
 
-def test_a_new_breach_warning_proposes_matching_playbooks_once(
+def test_a_new_breach_warning_opens_an_incident_that_proposes_once(
     make_context: MakeContext, issue: Callable[[Role], str]
 ) -> None:
-    from prognos.jobs import expire_proposals, propose_for_breaches
+    from prognos.jobs import expire_proposals, group_incidents
     from tests.unit.remediation.helpers import make_playbook
 
     context = _context(make_context, threshold=-1e9)
@@ -181,12 +181,14 @@ def test_a_new_breach_warning_proposes_matching_playbooks_once(
     token = issue(Role.VIEWER)
     with TestClient(create_app(context)) as client:
         _cycle(context)
-        assert propose_for_breaches(context) == 0  # one forecast: no warning yet
+        assert group_incidents(context).opened == []  # one forecast: no warning yet
         _cycle(context)
-        assert propose_for_breaches(context) == 1  # cart's warning turned on: one proposal
-        assert propose_for_breaches(context) == 0  # the same warning, nothing new
+        assert group_incidents(context).opened  # the warnings turned on: incidents open
+        assert group_incidents(context).opened == []  # the same warnings join them
         _cycle(context)
-        assert propose_for_breaches(context) == 0  # still the same warning
+        assert group_incidents(context).opened == []  # still the same warnings
+        incidents = client.get("/v1/incidents", headers=bearer(token)).json()
+        assert any("predicted to cross" in i["symptom"] for i in incidents)
         proposals = client.get("/v1/remediations", headers=bearer(token)).json()
         items = proposals["items"] if isinstance(proposals, dict) else proposals
         assert [(p["playbook"], p["target"], p["proposed_by"]) for p in items] == [

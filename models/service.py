@@ -841,18 +841,6 @@ def train_model(
 # ----------------------------------------------------------------------------- reading
 
 
-def fresh_warnings(db_session: Session) -> list[tuple[int, str | None]]:
-    """(series id, service) of every breach warning that turned on with the newest forecast of
-    its series, ordered by series id."""
-    rows = db_session.execute(
-        sa.select(BreachRow.series_id, SeriesRow.service)
-        .join(SeriesRow, SeriesRow.id == BreachRow.series_id)
-        .where(BreachRow.warning.is_(True), BreachRow.warning_since == BreachRow.made_at)
-        .order_by(BreachRow.series_id)
-    ).all()
-    return [(series_id, service) for series_id, service in rows]
-
-
 @dataclass(frozen=True, slots=True)
 class Chart:
     """What the page draws for one series over a span (epoch seconds throughout): each part

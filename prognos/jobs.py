@@ -248,6 +248,11 @@ def prune_samples(context: ServiceContext) -> int:
         "anomaly scores": lambda s: model_service.prune_scores(
             s, before=to_epoch(now - settings.models.score_retention), limit=PRUNE_BATCH
         ),
+        "forecast history rows": lambda s: model_service.prune_forecast_history(
+            s,
+            before=to_epoch(now - settings.models.forecast_history_retention),
+            limit=PRUNE_BATCH,
+        ),
         "closed incidents": lambda s: prune_incidents(
             s,
             before=now - settings.rca.incident_retention,

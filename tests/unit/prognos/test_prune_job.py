@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import FixedClock
 from core.settings import Settings
 from ingest.tables import IngestRunRow, SeriesRow
-from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
+from models.tables import AnomalyFeedbackRow, AnomalyScoreRow, ForecastHistoryRow
 from prognos import jobs
 from prognos.context import ServiceContext
 from rca.incidents import CLOSED, OPEN
@@ -63,6 +63,13 @@ def test_the_prune_job_empties_what_is_past_retention_and_keeps_what_is_read(
                 )
                 for i in range(4)
             )  # fmt: skip
+        now_ts = int(NOW.timestamp())
+        session.add_all(
+            ForecastHistoryRow(
+                series_id=judged.id, made_at=ts - 900, target_ts=ts, p10=1.0, p50=2.0, p90=3.0
+            )
+            for ts in [old_ts + 60 * i for i in range(5)] + [now_ts]
+        )  # fmt: skip
         session.add(
             AnomalyFeedbackRow(
                 series_id=judged.id, ts=old_ts, verdict="missed", note="", author="olga",
@@ -100,11 +107,13 @@ def test_the_prune_job_empties_what_is_past_retention_and_keeps_what_is_read(
         assert set(session.scalars(sa.select(SeriesRow.id))) == {ids["judged"]}
         assert list(session.scalars(sa.select(AnomalyScoreRow.ts))) == [old_ts]
         assert session.scalar(sa.select(sa.func.count()).select_from(IngestRunRow)) == 1
+        assert list(session.scalars(sa.select(ForecastHistoryRow.target_ts))) == [now_ts]
         kept = set(session.scalars(sa.select(IncidentRow.id)))
         assert kept == {ids["open"], ids["proposed"]}
     logged = {r.getMessage() for r in caplog.records}
     assert {
         "pruned 7 anomaly scores past their retention",
+        "pruned 5 forecast history rows past their retention",
         "pruned 6 closed incidents past their retention",
         "pruned 6 ingest runs past their retention",
         "pruned 1 idle series past their retention",

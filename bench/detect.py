@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Anomaly detection quality by a protocol that cannot over-tune, and its speed.
 
-Runs the service's detector (`models.detector.Detector` through `models.evaluation.backtest.detect`,
-the code behind `prognos backtest nab`) over every file of the dev corpora (default: nab-dev and
+Runs the service's detector (`models.detector.Detector` through `models.evaluation.backtest`, the
+code behind `prognos backtest nab`) over every file of the dev corpora (default: nab-dev and
 cmd-dev), each file a fresh deployment, then `models.evaluation.protocol.leave_one_folder_out`:
-for each held-out folder, the detector setting (a small grid around the defaults) and the
-threshold are chosen on the other folders and applied unchanged to the held-out one. The dev
-figure is the pooled held-out NAB score (standard, reward-low-FP, reward-low-FN) and the pooled
-held-out point-adjusted F1 (files with expert point labels: cmd-dev). A rolling z-score and the
-median band run through the same protocol in the same run. Folders with fewer than 5 windows are
-pooled by domain; folders without windows count by false alarms per series-day.
+for each held-out folder, the detector setting (`GRID`: the level z's settings and the fatigue's
+and spatial rule's around the defaults) and the threshold are chosen on the other folders and
+applied unchanged to the held-out one. The dev figure is the pooled held-out NAB score (standard,
+reward-low-FP, reward-low-FN) and the pooled held-out point-adjusted F1 (files with expert point
+labels: cmd-dev). Each component (level z, fatigue, the spatial rule, and the pattern memory of
+`models.evaluation.candidates`, not in the service) is measured alone and together, and a rolling
+z-score and the median band run through the same protocol in the same run. Folders with fewer
+than 5 windows are pooled by domain; folders without windows count by false alarms per
+series-day.
 
 In-sample figures (threshold optimised on the very files scored, NAB's own way) are printed after,
 labelled as such: they are optimistic.
@@ -18,7 +21,7 @@ labelled as such: they are optimistic.
 
 (default: --data ../shared/datasets/nab-dev --data ../shared/datasets/cmd-dev)
 
-About 30 s on 2 cores.
+About 80 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +45,10 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from models.detector import DetectorConfig, threshold_from_unit  # noqa: E402
-from models.evaluation.backtest import detect  # noqa: E402
+from models.detector import Z_CAP, DetectorConfig, DetectorOutput, threshold_from_unit  # noqa: E402
+from models.evaluation.backtest import row_scores, run_detector  # noqa: E402
 from models.evaluation.baselines import median_band, rolling_zscore  # noqa: E402
+from models.evaluation.candidates import phase_memory  # noqa: E402
 from models.evaluation.nab import PROFILES  # noqa: E402
 from models.evaluation.protocol import (  # noqa: E402
     DevFile,
@@ -55,22 +60,75 @@ from models.evaluation.protocol import (  # noqa: E402
 )
 
 DEFAULT_DATA = [ROOT.parent / "shared" / "datasets" / n for n in ("nab-dev", "cmd-dev")]
-#: The settings the protocol may choose among for the detector (the defaults are one of them).
-GRID = [
+HOUR = 3600.0
+#: The settings the protocol may choose among for the detector on each held-out fold (the dev
+#: figure): the level z's weights and novelty, and the fatigue's; the defaults are one of them.
+DAY = 86400.0
+_DEFAULTS = DetectorConfig()
+GRID: list[dict[str, Any]] = [
     {"long_weight": weight, "novelty_rows": rows}
     for weight in (0.4, 0.6, 0.8)
     for rows in (6, 12, 24)
+] + [
+    settings
+    for settings in [
+        {"fatigue_free": free, "fatigue_gain": gain, "fatigue_halflife_s": halflife}
+        for free in (1.0, 2.0)
+        for gain in (0.5, 1.0, 2.0)
+        for halflife in (3 * HOUR, 6 * HOUR, 12 * HOUR)
+    ]
+    + [{"spatial_margin": 0.1}, {"spatial_halflife_s": 7 * DAY}, {"spatial_halflife_s": 30 * DAY}]
+    # the defaults are in the level grid already
+    if _DEFAULTS.model_copy(update=settings) != _DEFAULTS
 ]
+#: The same level grid without fatigue and the spatial rule: the detector before them.
+LEVEL_ONLY = {"fatigue_gain": 0.0, "spatial_margin": 0.0}
+#: Each component alone and together, each a method of its own: fixed settings, the threshold
+#: chosen per held-out fold. Scores come from the detector's output, post-processed where the
+#: component is not in the service (`models.evaluation.candidates`).
+COMPONENTS: dict[str, tuple[dict[str, Any], Callable[[DetectorOutput], np.ndarray]]] = {
+    "level only": (LEVEL_ONLY, lambda out: out.novel()),
+    "level + pattern memory": (
+        LEVEL_ONLY,
+        lambda out: np.where(out.eligible, phase_memory(out), 0.0),
+    ),
+    "spatial alone": ({}, lambda out: np.where(out.spatial, Z_CAP, 0.0)),
+    "level + spatial": ({"fatigue_gain": 0.0}, lambda out: out.novel()),
+    "level + fatigue": ({"spatial_margin": 0.0}, lambda out: out.novel()),
+    "level + fatigue + spatial (defaults)": ({}, lambda out: out.novel()),
+    "level + fatigue + spatial + pattern memory": (
+        {},
+        lambda out: np.where(out.spatial, Z_CAP, np.where(out.eligible, phase_memory(out), 0.0)),
+    ),
+}
 
 
 def _name(settings: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in settings.items())
+    return ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
 
 
-def _scores(files: list[DevFile], config: DetectorConfig) -> tuple[list[np.ndarray], float]:
+def _scores(
+    files: list[DevFile],
+    config: DetectorConfig,
+    post: Callable[[DetectorOutput], np.ndarray] = lambda out: out.novel(),
+) -> tuple[list[np.ndarray], float]:
     started = time.perf_counter()
-    out = [detect(f.seconds, f.values, config) for f in files]
+    out = [row_scores(f.values, post(run_detector(f.seconds, f.values, config))) for f in files]
     return out, time.perf_counter() - started
+
+
+def _short(choice: str) -> str:
+    """A chosen setting in few characters: each key by its initials."""
+    return ",".join(
+        "".join(w[0] for w in key.split("_")) + "=" + value
+        for key, value in (part.split("=") for part in choice.split(","))
+    )
+
+
+def _fold_cell(f: Any) -> str:
+    if f.windows:
+        return f"{f.score:.1f}"
+    return f"{f.false_alarms_per_day:.3f}/d"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no NAB-layout data at {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    console = Console(width=150)
+    console = Console(width=240)
     started = time.perf_counter()
     files = load_dev_corpora(roots)
     rows = sum(len(f.values) for f in files)
@@ -92,14 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     default = DetectorConfig()
-    detector_candidates: dict[str, list[np.ndarray]] = {}
     seconds: dict[str, float] = {}
+    chosen: dict[str, list[np.ndarray]] = {}
+    level_grid: dict[str, list[np.ndarray]] = {}
     for settings in GRID:
-        config = default.model_copy(update=settings)
-        scores, took = _scores(files, config)
-        detector_candidates[_name(settings)] = scores
-        seconds[_name(settings)] = took
+        chosen[_name(settings)], seconds[_name(settings)] = _scores(
+            files, default.model_copy(update=settings)
+        )
+        if "long_weight" in settings:
+            level_grid[_name(settings)], _ = _scores(
+                files, default.model_copy(update={**settings, **LEVEL_ONLY})
+            )
     default_name = _name({"long_weight": default.long_weight, "novelty_rows": default.novelty_rows})
+    components: dict[str, dict[str, list[np.ndarray]]] = {}
+    for label, (settings, post) in COMPONENTS.items():
+        scores, seconds[label] = _scores(files, default.model_copy(update=settings), post)
+        components[label] = {label: scores}
     baselines: dict[str, dict[str, list[np.ndarray]]] = {}
     for name, fn in (
         ("rolling z-score (288 rows)", rolling_zscore),
@@ -110,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = time.perf_counter() - t0
 
     methods: dict[str, dict[str, list[np.ndarray]]] = {
-        "prognos (setting chosen per fold)": detector_candidates,
-        "prognos (defaults as shipped)": {default_name: detector_candidates[default_name]},
+        "prognos (setting chosen per fold)": chosen,
+        "prognos (defaults as shipped)": {default_name: chosen[default_name]},
+        "level only, setting chosen per fold (before)": level_grid,
+        **{f"component: {label}": scores for label, scores in components.items()},
         **baselines,
     }
     results: dict[str, dict[str, LofoResult]] = {
@@ -136,37 +204,40 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
 
     ours = results["prognos (setting chosen per fold)"]["standard"]
-    rz = results["rolling z-score (288 rows)"]["standard"]
-    folds = Table(title="Per held-out fold, NAB standard (prognos vs rolling z-score)")
-    for col in (
-        "fold",
-        "files",
-        "windows",
-        "chosen on the other folds",
-        "θ",
-        "prognos",
-        "rolling z",
-    ):
+    before = results["level only, setting chosen per fold (before)"]["standard"]
+    folds = Table(title="Per held-out fold, NAB standard (quiet folds: false alarms per day)")
+    short = {
+        "prognos (setting chosen per fold)": "prognos",
+        "level only, setting chosen per fold (before)": "before",
+        **{f"component: {label}": label.replace("level + ", "+") for label in COMPONENTS},
+        "rolling z-score (288 rows)": "rolling z",
+    }
+    for col in ("fold", "files", "win", "chosen on the other folds", "θ", *short.values()):
         folds.add_column(
-            col, justify="left" if col in ("fold", "chosen on the other folds") else "right"
+            col,
+            justify="left" if col in ("fold", "chosen on the other folds") else "right",
+            no_wrap=col == "fold",
         )
-    for ours_fold, rz_fold in zip(ours.folds, rz.folds, strict=True):
-
-        def cell(f: Any) -> str:
-            if f.windows:
-                return f"{f.score:.1f}"
-            return f"{f.false_alarms_per_day:.3f} FA/day"
-
+    for k, fold in enumerate(ours.folds):
+        cells = [_fold_cell(results[m]["standard"].folds[k]) for m in short]
         folds.add_row(
-            ours_fold.fold,
-            str(ours_fold.files),
-            str(ours_fold.windows),
-            ours_fold.choice,
-            f"{ours_fold.threshold:.4f}",
-            cell(ours_fold),
-            cell(rz_fold),
+            fold.fold.split("/", 1)[1],
+            str(fold.files),
+            str(fold.windows),
+            _short(fold.choice),
+            f"{fold.threshold:.4f}",
+            *cells,
         )
     console.print(folds)
+    drops = [
+        f"{o.fold}: {o.score - b.score:+.1f}"
+        for o, b in zip(ours.folds, before.folds, strict=True)
+        if o.windows and o.score < b.score - 3
+    ]
+    console.print(
+        f"dev figure {ours.pooled:.1f} against {before.pooled:.1f} before; folds dropping by more "
+        f"than 3 points: {', '.join(drops) or 'none'}"
+    )
     unit = ours.all_folds_threshold
     console.print(
         f"all folds together would choose {ours.all_folds_choice} at θ = {unit:.4f} "
@@ -178,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     for col in (
         "corpus",
         "prognos defaults",
+        "level only",
         "rolling z-score",
         "median band",
         "F1 prognos",
@@ -190,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         sub = [files[i] for i in idx]
         row = {}
         for label, scores in (
-            ("prognos", detector_candidates[default_name]),
+            ("prognos", chosen[default_name]),
+            ("level_only", level_grid[default_name]),
             ("rolling_z", baselines["rolling z-score (288 rows)"]["rolling z-score (288 rows)"]),
             ("median_band", baselines["median band (1500 rows)"]["median band (1500 rows)"]),
         ):
@@ -205,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         insample.add_row(
             corpus,
             f"{row['prognos']:.1f}",
+            f"{row['level_only']:.1f}",
             f"{row['rolling_z']:.1f}",
             f"{row['median_band']:.1f}",
             f1(row["f1_prognos"]),
@@ -215,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"speed: the detector scored {rows:,} rows in {took:.2f}s ({rows / took:,.0f} rows/s, one "
         f"process); rolling z-score {seconds['rolling z-score (288 rows)']:.2f}s "
-        f"(ratio {took / seconds['rolling z-score (288 rows)']:.1f}x)"
+        f"(ratio {took / seconds['rolling z-score (288 rows)']:.1f}x); whole bench "
+        f"{time.perf_counter() - started:.0f}s"
     )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": platform.platform(),
                 "defaults": default.model_dump(),
                 "grid": GRID,
+                "components": {label: settings for label, (settings, _) in COMPONENTS.items()},
                 "heldout": {
                     m: {p: r.to_json() for p, r in by.items()} for m, by in results.items()
                 },

@@ -15,6 +15,15 @@ Method (chosen by leave-one-folder-out on nab-dev + cmd-dev, see docs/forecastin
 * **alarm rule**: a step alarms when its z reaches `threshold` *and* is a new high: above every z
   of the previous `novelty_rows` rows. The tail of an excursion then alarms once, at its rise, not
   on every row after it.
+* **fatigue** (adaptive sensitivity): each series counts its recent excursions (new highs at or
+  above `threshold`, before fatigue), decayed with a half-life of `fatigue_halflife_s` seconds.
+  Beyond `fatigue_free` of them, z is divided by 1 + `fatigue_gain` * (count - free): a series
+  that keeps alarming needs a larger excursion to alarm again, which is what noisy, bursty series
+  (NAB's AWS files) want and quiet ones (cmd-dev) never notice.
+* **spatial** (HTM's spatial rule, causal): a value beyond the range seen so far by
+  `spatial_margin` times that range alarms on its own, whatever its z or the fatigue. The range is
+  a running min/max from the series' first value, shrinking toward its middle with a half-life of
+  `spatial_halflife_s` seconds; the rule waits `spatial_warmup_rows` values.
 """
 
 from __future__ import annotations
@@ -42,8 +51,7 @@ Z_CAP = 1000.0
 #: Per-series state budget, in bytes of its JSON form (tested): the state must stay small enough
 #: to be stored each cycle and held in memory for a million series.
 STATE_BUDGET_BYTES = 16 * 1024
-COMPONENT = "level"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 
 
 class DetectorConfig(BaseModel):
@@ -64,6 +72,29 @@ class DetectorConfig(BaseModel):
     )
     novelty_rows: int = Field(
         default=6, ge=0, le=100, description="an alarm's z must exceed the previous N rows' z"
+    )
+    fatigue_gain: float = Field(
+        default=2.0,
+        ge=0,
+        description="z is divided by 1 + gain * (recent excursions - free); 0: off",
+    )
+    fatigue_free: float = Field(
+        default=2.0, ge=0, description="recent excursions a series may have before fatigue starts"
+    )
+    fatigue_halflife_s: float = Field(
+        default=43200.0, gt=0, description="seconds: half-life of the recent-excursion count"
+    )
+    spatial_margin: float = Field(
+        default=0.05,
+        ge=0,
+        description="fraction of the range seen so far beyond which a value "
+        "alarms on its own (the spatial rule); 0: off",
+    )
+    spatial_halflife_s: float = Field(
+        default=0.0, ge=0, description="seconds: half-life of the range's shrinking; 0: never"
+    )
+    spatial_warmup_rows: int = Field(
+        default=288, ge=0, description="observed values the spatial rule waits for"
     )
 
 
@@ -99,16 +130,20 @@ def _unpack(text: str) -> FloatArray:
 @dataclass(slots=True)
 class DetectorState:
     """One series' memory between calls: JSON-serialisable (floats exactly, as base64 of
-    little-endian float64) and bounded (`STATE_BUDGET_BYTES`)."""
+    little-endian float64 or as JSON numbers, which round-trip) and bounded
+    (`STATE_BUDGET_BYTES`)."""
 
     #: the newest observed values, oldest first (at most `window`)
     values: FloatArray = field(default_factory=lambda: np.zeros(0))
-    #: z of the newest rows, oldest first (at most `novelty_rows`)
+    #: raw z of the newest rows, oldest first (at most `novelty_rows`)
     recent_z: FloatArray = field(default_factory=lambda: np.zeros(0))
     long_mean: float = 0.0
     long_var: float = 0.0
     count: int = 0  #: observed values seen
     last_ts: int | None = None  #: epoch seconds of the newest row scored
+    fatigue: float = 0.0  #: recent excursions, decayed to `last_ts`
+    low: float | None = None  #: the spatial rule's range as of `last_ts` (None: nothing seen)
+    high: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -120,6 +155,9 @@ class DetectorState:
                 "long_var": self.long_var,
                 "count": self.count,
                 "last_ts": self.last_ts,
+                "fatigue": self.fatigue,
+                "low": self.low,
+                "high": self.high,
             },
             separators=(",", ":"),
             allow_nan=False,
@@ -127,17 +165,30 @@ class DetectorState:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DetectorState:
+        """A stored state; one of the previous format (no fatigue, no range) resumes with no
+        recent excursion and the range of the values it kept."""
         try:
             raw = json.loads(text)
-            if raw["format"] != STATE_FORMAT:
+            if raw["format"] not in (1, STATE_FORMAT):
                 raise ValueError(f"format {raw['format']!r}, expected {STATE_FORMAT}")
+            values = _unpack(raw["values"])
+            if raw["format"] == 1:
+                seen = len(values) > 0
+                raw |= {
+                    "fatigue": 0.0,
+                    "low": float(values.min()) if seen else None,
+                    "high": float(values.max()) if seen else None,
+                }
             return cls(
-                values=_unpack(raw["values"]),
+                values=values,
                 recent_z=_unpack(raw["recent_z"]),
                 long_mean=float(raw["long_mean"]),
                 long_var=float(raw["long_var"]),
                 count=int(raw["count"]),
                 last_ts=None if raw["last_ts"] is None else int(raw["last_ts"]),
+                fatigue=float(raw["fatigue"]),
+                low=None if raw["low"] is None else float(raw["low"]),
+                high=None if raw["high"] is None else float(raw["high"]),
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise ModelInputError(f"unreadable detector state: {exc}") from exc
@@ -152,30 +203,44 @@ class DetectorOutput:
 
     ts: npt.NDArray[np.int64]
     values: FloatArray
-    score: FloatArray  #: z-like: 0 normal, ~3 rare
+    score: FloatArray  #: z-like after fatigue: 0 normal, ~3 rare
     alarm: BoolArray
-    eligible: BoolArray  #: new highs, the alarm rule without its threshold
+    eligible: BoolArray  #: new highs, the level rule without its threshold
     mean: FloatArray  #: the local mean each value was compared with
     scale: FloatArray  #: the scale its distance was divided by
     state: DetectorState
+    raw: FloatArray  #: z before fatigue
+    fatigue: FloatArray  #: what z was divided by (1: no fatigue)
+    level: BoolArray  #: the level rule alarmed (a new high at or above the threshold)
+    spatial: BoolArray  #: the spatial rule alarmed (beyond the range seen so far, after warm-up)
+    low: FloatArray  #: the range each value was judged by (NaN before anything was seen)
+    high: FloatArray
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def novel(self) -> FloatArray:
-        """Scores that are new highs (the alarm rule without its threshold), else 0."""
-        return np.where(self.eligible, self.score, 0.0)
+        """Scores that are new highs (the level rule without its threshold), else 0; `Z_CAP`
+        where the spatial rule fired (it alarms whatever the threshold)."""
+        return np.where(self.spatial, Z_CAP, np.where(self.eligible, self.score, 0.0))
 
     def evidence(self, i: int) -> dict[str, Any]:
-        """Why row `i` scored as it did: the component, the value and what it was judged by."""
-        return {
-            "component": COMPONENT,
+        """Why row `i` scored as it did: the component that raised it (`spatial` when the
+        spatial rule alone alarmed, else `level`), the value and what it was judged by."""
+        spatial_only = bool(self.spatial[i]) and not self.level[i]
+        out: dict[str, Any] = {
+            "component": "spatial" if spatial_only else "level",
             "value": float(self.values[i]),
             "mean": float(self.mean[i]),
             "scale": float(self.scale[i]),
             "z": float(self.score[i]),
+            "raw_z": float(self.raw[i]),
+            "fatigue": float(self.fatigue[i]),
             "direction": "above" if self.values[i] >= self.mean[i] else "below",
         }
+        if self.spatial[i]:
+            out["range"] = [float(self.low[i]), float(self.high[i])]
+        return out
 
 
 class Detector:
@@ -184,6 +249,9 @@ class Detector:
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
         self._alpha = 1.0 - math.exp(-math.log(2.0) / self.config.long_halflife)
+        self._fatigue_rate = math.log(2.0) / self.config.fatigue_halflife_s
+        halflife = self.config.spatial_halflife_s
+        self._range_rate = math.log(2.0) / halflife if halflife else 0.0
 
     def initial_state(self) -> DetectorState:
         return DetectorState()
@@ -264,18 +332,74 @@ class Detector:
         else:
             eligible = np.ones(k, dtype=bool)
         seen_before = state.count + np.arange(k)  # values observed before each row
-        alarm = eligible & (z >= cfg.threshold) & (seen_before >= cfg.warmup_rows)
 
-        tail = np.concatenate([history, x])[-w:]
+        # Fatigue and the spatial range, as they stood before each row (decayed to its time).
+        excursion = (eligible & (z >= cfg.threshold)).tolist()
+        fatigue = np.empty(k)
+        low = np.empty(k)
+        high = np.empty(k)
+        c = state.fatigue
+        lo = math.inf if state.low is None else state.low
+        hi = -math.inf if state.high is None else state.high
+        last = state.last_ts
+        for i, (t, value) in enumerate(zip(ts.tolist(), x.tolist(), strict=True)):
+            if last is not None:
+                c *= math.exp(-self._fatigue_rate * (t - last))
+                if self._range_rate and hi >= lo:
+                    shrink = math.exp(-self._range_rate * (t - last))
+                    mid = 0.5 * (hi + lo)
+                    hi, lo = mid + (hi - mid) * shrink, mid - (mid - lo) * shrink
+            last = t
+            fatigue[i] = c
+            low[i], high[i] = lo, hi
+            c += excursion[i]
+            hi, lo = max(hi, value), min(lo, value)
+        rules = self._rules(x, z, eligible, seen_before, fatigue, low, high)
         new_state = DetectorState(
-            values=tail.copy(),
+            values=np.concatenate([history, x])[-w:].copy(),
             recent_z=np.concatenate([state.recent_z, z])[-n:].copy() if n else np.zeros(0),
             long_mean=float(m),
             long_var=float(v),
             count=count,
             last_ts=int(ts[-1]),
+            fatigue=float(c),
+            low=None if math.isinf(lo) else float(lo),
+            high=None if math.isinf(hi) else float(hi),
         )
-        return DetectorOutput(ts, x, z, alarm, eligible, mean, scale, new_state)
+        return DetectorOutput(
+            ts, x, eligible=eligible, mean=mean, scale=scale, state=new_state, raw=z, **rules
+        )
+
+    def _rules(
+        self,
+        x: FloatArray,
+        z: FloatArray,
+        eligible: BoolArray,
+        seen_before: npt.NDArray[np.int64],
+        fatigue: FloatArray,
+        low: FloatArray,
+        high: FloatArray,
+    ) -> dict[str, Any]:
+        """The alarm rules, from each row's raw z, fatigue count and range (shared by `update`
+        and its vectorised copy, so both decide alike): the `DetectorOutput` fields they give."""
+        cfg = self.config
+        divisor = 1.0 + cfg.fatigue_gain * np.maximum(fatigue - cfg.fatigue_free, 0.0)
+        score = z / divisor
+        level = eligible & (score >= cfg.threshold) & (seen_before >= cfg.warmup_rows)
+        with np.errstate(invalid="ignore"):  # nothing seen yet: an infinite, empty range
+            width = high - low
+            margin = cfg.spatial_margin * width
+            beyond = (width > 0) & ((x > high + margin) | (x < low - margin))
+        spatial = beyond & (cfg.spatial_margin > 0) & (seen_before >= cfg.spatial_warmup_rows)
+        return {
+            "score": score,
+            "alarm": level | spatial,
+            "fatigue": divisor,
+            "level": level,
+            "spatial": spatial,
+            "low": np.where(np.isinf(low), np.nan, low),
+            "high": np.where(np.isinf(high), np.nan, high),
+        }
 
     def update_many(
         self,
@@ -347,22 +471,53 @@ class Detector:
             eligible = np.ones(len(full), dtype=bool)
             new_recent = np.zeros((len(full), 0))
         counts = np.array([s.count for s in full])
-        alarm = eligible & (z >= cfg.threshold) & (counts >= cfg.warmup_rows)
+        elapsed = ts - np.array([s.last_ts for s in full])
+        fatigue = np.array([s.fatigue for s in full]) * np.exp(-self._fatigue_rate * elapsed)
+        low = np.array([s.low for s in full], dtype=np.float64)
+        high = np.array([s.high for s in full], dtype=np.float64)
+        if self._range_rate:
+            shrink = np.exp(-self._range_rate * elapsed)
+            mid = 0.5 * (high + low)
+            high, low = mid + (high - mid) * shrink, mid - (mid - low) * shrink
+        new_fatigue = fatigue + (eligible & (z >= cfg.threshold))
+        new_low, new_high = np.minimum(low, x), np.maximum(high, x)
         new_history = np.concatenate([history[:, 1:], x[:, None]], axis=1)
+        rules = self._rules(x, z, eligible, counts, fatigue, low, high)
+        # One-row views and Python floats, made once for all series (the cycle's hot loop).
+        views = [list(a.reshape(-1, 1)) for a in (ts, x, eligible, mean, scale, z)]
+        rule_views = {key: list(value.reshape(-1, 1)) for key, value in rules.items()}
+        floats: list[list[float]] = [
+            a.tolist() for a in (new_mean, new_var, new_fatigue, new_low, new_high)
+        ]
         out = []
-        for j in range(len(full)):
-            sl = slice(j, j + 1)
+        for j, (count, last_ts) in enumerate(zip(counts.tolist(), ts.tolist(), strict=True)):
             state = DetectorState(
                 values=new_history[j],
                 recent_z=new_recent[j],
-                long_mean=float(new_mean[j]),
-                long_var=float(new_var[j]),
-                count=int(counts[j]) + 1,
-                last_ts=int(ts[j]),
+                long_mean=floats[0][j],
+                long_var=floats[1][j],
+                count=count + 1,
+                last_ts=last_ts,
+                fatigue=floats[2][j],
+                low=floats[3][j],
+                high=floats[4][j],
             )
             out.append(
                 DetectorOutput(
-                    ts[sl], x[sl], z[sl], alarm[sl], eligible[sl], mean[sl], scale[sl], state
+                    views[0][j],
+                    views[1][j],
+                    eligible=views[2][j],
+                    mean=views[3][j],
+                    scale=views[4][j],
+                    state=state,
+                    raw=views[5][j],
+                    score=rule_views["score"][j],
+                    alarm=rule_views["alarm"][j],
+                    fatigue=rule_views["fatigue"][j],
+                    level=rule_views["level"][j],
+                    spatial=rule_views["spatial"][j],
+                    low=rule_views["low"][j],
+                    high=rule_views["high"][j],
                 )
             )
         return out
@@ -370,15 +525,22 @@ class Detector:
 
 def _empty(state: DetectorState) -> DetectorOutput:
     none = np.zeros(0)
+    never = np.zeros(0, dtype=bool)
     return DetectorOutput(
         np.zeros(0, dtype=np.int64),
         none,
-        none,
-        np.zeros(0, dtype=bool),
-        np.zeros(0, dtype=bool),
-        none,
-        none,
-        state,
+        score=none,
+        alarm=never,
+        eligible=never,
+        mean=none,
+        scale=none,
+        state=state,
+        raw=none,
+        fatigue=none,
+        level=never,
+        spatial=never,
+        low=none,
+        high=none,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.detector import Detector, DetectorConfig, unit_score
+from models.detector import Detector, DetectorConfig, DetectorOutput, unit_score
 from models.evaluation.nab import label_rows, load_windows, read_data_file, write_results
 
 
@@ -40,18 +40,30 @@ def regular_grid(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, int, i
     return grid, step, start, bucket
 
 
+def run_detector(
+    ts: np.ndarray, values: np.ndarray, config: DetectorConfig | None = None
+) -> DetectorOutput:
+    """The service's detector over a whole file as one catch-up (finite rows only). A timestamp
+    that repeats or steps back is moved to one second after the row before it: the detector is
+    row-ordered, and its time-decayed memories (fatigue, range) keep their meaning."""
+    ts = np.asarray(ts, dtype=np.int64)
+    if len(ts) > 1 and (np.diff(ts) <= 0).any():
+        rows = np.arange(len(ts), dtype=np.int64)
+        ts = np.maximum.accumulate(ts - rows) + rows
+    return Detector(config).update(None, ts, np.asarray(values, dtype=np.float64))
+
+
 def detect(ts: np.ndarray, values: np.ndarray, config: DetectorConfig | None = None) -> np.ndarray:
     """NAB anomaly scores in [0, 1], one per row, each from the rows up to and including it: the
     service's detector run over the file as one catch-up, its new-high scores squashed."""
-    detector = Detector(config)
+    return row_scores(values, run_detector(ts, values, config).novel())
+
+
+def row_scores(values: np.ndarray, novel: np.ndarray) -> np.ndarray:
+    """One NAB score per row from z-like scores of the finite rows (0 where a value is missing)."""
     values = np.asarray(values, dtype=np.float64)
-    ts = np.asarray(ts, dtype=np.int64)
-    if len(ts) > 1 and (np.diff(ts) <= 0).any():
-        # Real files repeat timestamps; the detector is row-ordered, so rows stand in for time.
-        ts = np.arange(len(values), dtype=np.int64)
-    out = detector.update(None, ts, values)
     scores = np.zeros(len(values))
-    scores[np.isfinite(values)] = unit_score(out.novel())
+    scores[np.isfinite(values)] = unit_score(novel)
     return scores
 
 

@@ -48,7 +48,7 @@ from rich.table import Table  # noqa: E402
 from models.detector import Z_CAP, DetectorConfig, DetectorOutput, threshold_from_unit  # noqa: E402
 from models.evaluation.backtest import row_scores, run_detector  # noqa: E402
 from models.evaluation.baselines import median_band, rolling_zscore  # noqa: E402
-from models.evaluation.candidates import phase_memory  # noqa: E402
+from models.evaluation.candidates import lstm_residual_z, new_highs, phase_memory  # noqa: E402
 from models.evaluation.nab import PROFILES  # noqa: E402
 from models.evaluation.protocol import (  # noqa: E402
     DevFile,
@@ -103,6 +103,24 @@ COMPONENTS: dict[str, tuple[dict[str, Any], Callable[[DetectorOutput], np.ndarra
 }
 
 
+def _fused(
+    out: DetectorOutput, z: np.ndarray, combine: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The level z and the LSTM's combined, as new highs, divided by the detector's fatigue; the
+    spatial rule's alarms as the detector gives them."""
+    fused = combine(out.raw, z)
+    return np.where(out.spatial, Z_CAP, np.where(new_highs(fused), fused / out.fatigue, 0.0))
+
+
+#: `--lstm`: the LSTM's one-step residual z alone and fused with the level z (the detector's
+#: defaults otherwise).
+LSTM_FUSIONS: dict[str, Callable[[DetectorOutput, np.ndarray], np.ndarray]] = {
+    "LSTM residual alone": lambda out, z: np.where(new_highs(z), z, 0.0),
+    "√(level·LSTM) + fatigue + spatial": lambda out, z: _fused(out, z, lambda a, b: np.sqrt(a * b)),
+    "max(level, LSTM) + fatigue + spatial": lambda out, z: _fused(out, z, np.maximum),
+}
+
+
 def _name(settings: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
 
@@ -135,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", help="a NAB-layout corpus")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "detect.json")
+    parser.add_argument(
+        "--lstm",
+        action="store_true",
+        help="also the LSTM's one-step residual as a component (trains on generated data, ~30 s)",
+    )
     args = parser.parse_args(argv)
     roots = args.data or DEFAULT_DATA
     missing = [r for r in roots if not (r / "data").is_dir()]
@@ -166,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     for label, (settings, post) in COMPONENTS.items():
         scores, seconds[label] = _scores(files, default.model_copy(update=settings), post)
         components[label] = {label: scores}
+    if args.lstm:
+        t0 = time.perf_counter()
+        lstm_z = lstm_residual_z([(f.seconds, f.values) for f in files])
+        outputs = [run_detector(f.seconds, f.values, default) for f in files]
+        seconds["lstm residual"] = time.perf_counter() - t0
+        for label, fuse in LSTM_FUSIONS.items():
+            components[label] = {
+                label: [
+                    row_scores(f.values, fuse(out, z))
+                    for f, out, z in zip(files, outputs, lstm_z, strict=True)
+                ]
+            }
     baselines: dict[str, dict[str, list[np.ndarray]]] = {}
     for name, fn in (
         ("rolling z-score (288 rows)", rolling_zscore),
@@ -209,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     short = {
         "prognos (setting chosen per fold)": "prognos",
         "level only, setting chosen per fold (before)": "before",
-        **{f"component: {label}": label.replace("level + ", "+") for label in COMPONENTS},
+        **{f"component: {label}": label.replace("level + ", "+") for label in components},
         "rolling z-score (288 rows)": "rolling z",
     }
     for col in ("fold", "files", "win", "chosen on the other folds", "θ", *short.values()):

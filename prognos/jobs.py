@@ -4,7 +4,7 @@ flow (`rca/flows.py`, `remediation/flows.py`: what crosses domains), commits and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from ingest.errors import IngestError
 from ingest.service import IngestSummary, Reference
 from models import service as model_service
 from models.detector import detector_config
+from models.domain import History
 from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
@@ -131,8 +132,8 @@ def cycle(context: ServiceContext) -> None:
 def group_incidents(context: ServiceContext) -> GroupingResult:
     """Group the alarms firing now and the breach warnings active now into incidents
     (diagnosing new ones from the span store and the stored metrics) and propose the matching
-    playbooks for each new incident's top suspect: one proposal set per incident, whatever
-    opened it."""
+    playbooks for each incident's top suspect: one proposal set per incident, whatever opened
+    it, renewed for the new suspect when a grown incident points elsewhere."""
     settings = context.settings
     now = context.clock.now()
     longest = max((t.step_seconds for t in context.targets), default=60)
@@ -141,9 +142,12 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
             session, models=settings.models, rca=settings.rca, longest_step=longest, now=now
         )
         session.commit()
-        if result.opened:
+        if result.opened or result.updated:
             remediation_flows.propose_for_incidents(
-                session, result.opened, playbooks=context.loaded_playbooks(), clock=context.clock
+                session,
+                [*result.opened, *result.updated],
+                playbooks=context.loaded_playbooks(),
+                clock=context.clock,
             )
     for incident_id in result.closed:
         log.info("incident %d closed: its alarms and breach warnings have cleared", incident_id)
@@ -161,11 +165,15 @@ def expire_proposals(context: ServiceContext) -> list[int]:
 
 
 def retrain(
-    context: ServiceContext, *, on_epoch: EpochCallback | None = None
+    context: ServiceContext,
+    *,
+    on_epoch: EpochCallback | None = None,
+    extra: Sequence[History] = (),
 ) -> list[TrainingOutcome]:
-    """Fit a new model version per step size on the history window; promote it if better."""
+    """Fit a new model version per step size on the history window; promote it if better.
+    `extra` histories (e.g. generated scenarios whose trends run into their limits, which a
+    healthy history lacks) are learned from too, each by its own step's model."""
     from ingest.history import backfill
-    from models.domain import History
 
     settings = context.settings
     now = context.clock.now()
@@ -191,6 +199,7 @@ def retrain(
                 for s in result.series
                 if len(s) > 1
             )
+        histories.extend(h for h in extra if h.step == step)
         with session_scope(context.sessions) as session:
             outcome = model_service.train_model(
                 session,

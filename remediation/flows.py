@@ -1,7 +1,9 @@
-"""Flows that end in proposals: an incident that opened, whether an alarm or a predicted-breach
-warning opened it, gets one proposal set for its top suspect. Each proposal set is committed on
-its own, so a refused one (logged) leaves the others going; the target of a proposal is the
-service."""
+"""Flows that end in proposals: an incident, whether an alarm or a predicted-breach warning
+opened it, gets one proposal set for its top suspect. When the incident grows and its top
+suspect changes (a breach warning joins an incident a caller's alarm opened), the open proposals
+for the old suspect are cancelled as superseded and the new suspect gets the set. Each proposal
+set is committed on its own, so a refused one (logged) leaves the others going; the target of a
+proposal is the service."""
 
 from __future__ import annotations
 
@@ -9,13 +11,18 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.clock import Clock
 from core.errors import PrognosError
+from ingest.tables import SeriesRow
 from rca.incidents import breach_records, get_incident, trigger_kinds
+from rca.tables import IncidentRow
+from remediation.domain import ProposalStatus
 from remediation.playbooks import Playbook
-from remediation.service import auto_propose, breach_evidence
+from remediation.service import auto_propose, breach_evidence, cancel
+from remediation.tables import ProposalRow
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +43,13 @@ def propose_for_incidents(
     made = 0
     for incident_id in incident_ids:
         row = get_incident(db_session, incident_id)
-        log.info(
-            "incident %d opened: %s; top suspect %s",
-            incident_id,
-            ", ".join(row.services) if row else "?",
-            row.top_suspect if row else "?",
-        )
         if row is None or not row.top_suspect:
             continue
+        if not _supersede(db_session, row, clock=clock):
+            continue  # this suspect already has the incident's proposal set
+        log.info(
+            "incident %d: %s; top suspect %s", incident_id, ", ".join(row.services), row.top_suspect
+        )
         evidence: dict[str, Any] = {"incident_id": incident_id, "symptom": row.symptom}
         breaches = breach_records(row)
         if breaches:
@@ -58,8 +64,55 @@ def propose_for_incidents(
             evidence=evidence,
             about=f"incident {incident_id}",
             clock=clock,
+            targets=_targets(db_session, row),
         )
     return made
+
+
+def _targets(db_session: Session, incident: IncidentRow) -> list[str]:
+    """The targets (metric names) of the incident's series: what `match.targets` looks at."""
+    if not incident.series:
+        return []
+    return sorted(
+        set(
+            db_session.scalars(
+                sa.select(SeriesRow.target).where(SeriesRow.id.in_(list(incident.series)))
+            )
+        )
+    )
+
+
+def _supersede(db_session: Session, incident: IncidentRow, *, clock: Clock) -> bool:
+    """Whether the incident's top suspect still needs its proposal set: False when a proposal
+    of the incident already targets it (whatever became of it); else the incident's open
+    proposals for another target are cancelled (committed, audited) as superseded, and True."""
+    incident_id, suspect = incident.id, incident.top_suspect
+    rows = db_session.execute(
+        sa.select(ProposalRow.id, ProposalRow.target, ProposalRow.status, ProposalRow.evidence)
+        .where(ProposalRow.created_at >= incident.opened_at)
+        .order_by(ProposalRow.id)
+    ).all()
+    mine = [
+        r
+        for r in rows
+        if isinstance(r.evidence, dict) and r.evidence.get("incident_id") == incident_id
+    ]
+    if any(r.target == suspect for r in mine):
+        return False
+    for r in mine:
+        if r.status == ProposalStatus.PROPOSED.value:
+            cancel(
+                db_session,
+                proposal_id=r.id,
+                principal="daemon",
+                now=clock.now(),
+                reason=f"superseded: incident {incident_id}'s top suspect is now {suspect}",
+            )
+            log.info(
+                "proposal %d superseded: incident %d now points at %s", r.id, incident_id, suspect
+            )
+    db_session.commit()
+    return True
 
 
 def propose_and_commit(
@@ -72,6 +125,7 @@ def propose_and_commit(
     evidence: dict[str, Any],
     about: str,
     clock: Clock,
+    targets: Sequence[str] | None = None,
 ) -> int:
     """The daemon's proposals for one incident, committed on their own: a refusal is logged
     and rolled back. Returns how many were made."""
@@ -87,6 +141,7 @@ def propose_and_commit(
             target=service,
             evidence=evidence,
             now=clock.now(),
+            targets=targets,
         )
         db_session.commit()
     except PrognosError as exc:

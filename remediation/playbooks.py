@@ -66,10 +66,16 @@ class _Model(BaseModel):
 
 
 class Match(_Model):
-    """Which events propose this playbook: service globs, event kinds, RCA suspects only."""
+    """Which events propose this playbook: service globs, event kinds, the targets (metric
+    names) behind the event, RCA suspects only."""
 
     services: list[str] = Field(default_factory=lambda: ["*"])
     kinds: list[EventKind] = Field(default_factory=lambda: list(_ALL_KINDS))
+    targets: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="globs over the targets of the series behind the event (e.g. errors, "
+        "cpu); an event whose targets are unknown matches only the default ['*']",
+    )
     suspects: bool = Field(
         default=False, description="only when the service is a ranked RCA suspect"
     )
@@ -528,22 +534,40 @@ def render_verify(playbook: Playbook, params: Mapping[str, Any], target: str) ->
 # -- matching --------------------------------------------------------------------------------
 
 
-def matches(playbook: Playbook, *, kind: str, service: str | None, suspect: bool) -> bool:
+def matches(
+    playbook: Playbook,
+    *,
+    kind: str,
+    service: str | None,
+    suspect: bool,
+    targets: Collection[str] | None = None,
+) -> bool:
     rule = playbook.match
     if kind not in rule.kinds:
         return False
     if rule.suspects and not suspect:
+        return False
+    wanted = rule.targets != ["*"]
+    if wanted and not any(fnmatchcase(t, p) for t in targets or () for p in rule.targets):
         return False
     name = service or ""
     return any(fnmatchcase(name, pattern) for pattern in rule.services)
 
 
 def match_playbooks(
-    playbooks: Iterable[Playbook], kind: str, service: str | None, suspect: bool = False
+    playbooks: Iterable[Playbook],
+    kind: str,
+    service: str | None,
+    suspect: bool = False,
+    targets: Collection[str] | None = None,
 ) -> list[Playbook]:
     """The playbooks whose `match` accepts this event, lowest risk first, then by name."""
     risk_order = {"low": 0, "medium": 1, "high": 2}
-    found = [p for p in playbooks if matches(p, kind=kind, service=service, suspect=suspect)]
+    found = [
+        p
+        for p in playbooks
+        if matches(p, kind=kind, service=service, suspect=suspect, targets=targets)
+    ]
     return sorted(found, key=lambda p: (risk_order[p.risk], p.name))
 
 

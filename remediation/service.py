@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -518,10 +518,11 @@ def auto_propose(
     evidence: Mapping[str, Any],
     now: datetime,
     proposed_by: str = "daemon",
+    targets: Collection[str] | None = None,
 ) -> list[Proposal]:
     """The daemon's path: propose each playbook that matches one of the event's kinds (an
-    incident is "incident" plus the kinds of its triggers, "alarm" and "breach"), once,
-    unless an identical one is open.
+    incident is "incident" plus the kinds of its triggers, "alarm" and "breach") and, when
+    given, the targets of its series, once, unless an identical one is open.
 
     Guard refusals are skipped (a breaker escalation is audited once by the guard); playbooks
     whose required parameters have no default cannot be proposed automatically.
@@ -529,7 +530,7 @@ def auto_propose(
     made = []
     matched: dict[str, Playbook] = {}
     for one in [kind] if isinstance(kind, str) else kind:
-        for playbook in match_playbooks(playbooks.values(), one, service, suspect):
+        for playbook in match_playbooks(playbooks.values(), one, service, suspect, targets):
             matched.setdefault(playbook.name, playbook)
     for playbook in matched.values():
         if any(p.required for p in playbook.parameters.values()):

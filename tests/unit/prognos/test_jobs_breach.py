@@ -18,16 +18,7 @@ from remediation.tables import ProposalRow
 from tests.unit.fakes import FakeSource, make_target
 from tests.unit.rca import leak_data
 from tests.unit.rca.leak_data import NEWEST, NOW, STEP, Leak, store_alarms, store_breach, store_leak
-from tests.unit.remediation.helpers import make_playbook
-
-
-def _playbook(name: str, **match: object):  # type: ignore[no-untyped-def]
-    return make_playbook(
-        name,
-        parameters={},
-        steps=[{"kind": "command", "name": name, "argv": ["true", "{{ target }}"]}],
-        match=match,
-    )
+from tests.unit.remediation.helpers import command_playbook
 
 
 def _context(engine: Engine, sessions: sessionmaker[Session]) -> ServiceContext:
@@ -39,9 +30,9 @@ def _context(engine: Engine, sessions: sessionmaker[Session]) -> ServiceContext:
         targets=[make_target("memory", lookback=timedelta(minutes=10))],
         clock=FixedClock(NOW),
         playbooks={
-            "restart": _playbook("restart", kinds=["incident"], suspects=True),
-            "scale": _playbook("scale", kinds=["breach"]),
-            "clear": _playbook("clear", kinds=["alarm"]),
+            "restart": command_playbook("restart", kinds=["incident"], suspects=True),
+            "scale": command_playbook("scale", kinds=["breach"]),
+            "clear": command_playbook("clear", kinds=["alarm"]),
         },
     )
 

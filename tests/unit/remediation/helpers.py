@@ -108,3 +108,13 @@ def approved(
         session.commit()
     assert result.execution_id is not None
     return result.execution_id
+
+
+def command_playbook(name: str, **match: Any) -> Playbook:
+    """A parameterless playbook of one harmless command, matching events by `match`."""
+    return make_playbook(
+        name,
+        parameters={},
+        steps=[{"kind": "command", "name": name, "argv": ["true", "{{ target }}"]}],
+        match=match,
+    )

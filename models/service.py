@@ -248,7 +248,13 @@ def score_new_points(
             log.info("detector settings changed: series %d starts a fresh state", series_id)
             written[series_id] = state.last_ts
     floor = end - max_catchup * step
-    warmup = end - detector.window * step  # a new series is scored over one window
+    # A new series' detector warms up on the history already stored (at most `max_catchup`
+    # steps: e.g. the lookback its first ingest pulled), so its long-run scale has seen the
+    # daily cycle before it may alarm; only its last window of scores is written.
+    warmup = floor
+    for series_id in series_ids:
+        if series_id not in states:
+            written.setdefault(series_id, end - detector.window * step)
     lower = min(
         (max(states[s].last_ts or floor, floor) for s in series_ids if s in states),
         default=warmup,

@@ -27,10 +27,11 @@ from core.durations import format_duration, parse_duration
 from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
-from models.forecasters.base import EpochReport
+from prognos.cli_demo import demo
 from prognos.cli_rca import rca_eval_app, spans_app
 from prognos.cli_remediation import audit_app, playbook_app
 from prognos.context import ServiceContext
+from prognos.progress import training_progress
 
 app = typer.Typer(
     name="prognos",
@@ -55,6 +56,7 @@ app.add_typer(rca_eval_app, name="rca-eval")
 app.add_typer(spans_app, name="spans")
 app.add_typer(playbook_app, name="playbook")
 app.add_typer(audit_app, name="audit")
+app.command()(demo)
 
 log = logging.getLogger("prognos")
 console = Console()
@@ -371,25 +373,7 @@ def train() -> None:
 
     settings = _settings()
     context = _context(settings)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=err,
-    ) as bar:
-        task = bar.add_task("training", total=None, loss="")
-
-        def epoch(report: EpochReport) -> None:
-            mark = " *" if report.best else ""
-            bar.update(
-                task,
-                total=report.max_epochs,
-                completed=report.epoch,
-                loss=f"val loss {report.val_loss:.4f}{mark}",
-            )
-
+    with training_progress(err) as (_, epoch):
         outcomes = jobs.retrain(context, on_epoch=epoch)
     table = Table("family", "version", "epochs", "held-out loss", "active's loss", "result")
     for o in outcomes:

@@ -14,9 +14,11 @@ run): the LSTM is trained once on a separate seed's history (`--train-seed`, nev
 the way a pre-trained global model would be, and every run starts from a copy of that data folder.
 
   lead      simulated minutes between the first breach warning on the injected service and
-            the moment its limit is (or, without the fix, would have been) crossed; leaks and
-            latency creep only (errors and CPU hogs cross no configured limit)
-  rank      the injected service's place in the first incident's suspects (1 = top)
+            the moment its limit is crossed, from a pass in which nothing is approved (a fix
+            made earlier on other evidence, e.g. a CPU alarm, would hide the warning); leaks
+            and latency creep only (errors and CPU hogs cross no configured limit)
+  rank      the injected service's place in the suspects of the incident the fix came from
+            (1 = top), from the pass that approves the first proposal for it
   fix       simulated minutes from the fault to the verified recovery
   wall      wall seconds of the whole run (setup, cycles, the fix)
 
@@ -80,7 +82,9 @@ def _train_template(forecaster: str, seed: int, work: Path) -> Path | None:
     return folder
 
 
-def _run(forecaster: str, seed: int, kind: str, template: Path | None, work: Path) -> Timeline:
+def _run(
+    forecaster: str, seed: int, kind: str, template: Path | None, work: Path, *, fix: bool
+) -> Timeline:
     service = SERVICES[seed % len(SERVICES)]
     clock, advance = stepped_clock(START)
     options = StoryOptions(
@@ -92,6 +96,7 @@ def _run(forecaster: str, seed: int, kind: str, template: Path | None, work: Pat
         template=template,
         serve=False,
         approve=True,
+        fix=fix,
         give_up_after=timedelta(hours=3),
     )
     with Story(options, clock, say=lambda _: None) as story:
@@ -102,12 +107,14 @@ def _minutes(seconds: int | None) -> float | None:
     return None if seconds is None else round(seconds / 60, 1)
 
 
-def _row(t: Timeline) -> dict[str, Any]:
+def _row(t: Timeline, watched: Timeline | None) -> dict[str, Any]:
     fix = None if t.recovered_at is None else t.recovered_at - t.injected_at
     return {
         "kind": t.fault,
         "service": t.injected_service,
-        "lead_min": _minutes(t.lead_seconds),
+        "lead_min": None if watched is None else _minutes(watched.lead_seconds),
+        "crossed": None if watched is None else watched.crossed_at is not None,
+        "playbook": t.playbook,
         "rank": t.suspect_rank,
         "top_suspect": t.top_suspect,
         "fix_min": _minutes(fix),
@@ -157,7 +164,14 @@ def main() -> int:
             for kind in kinds:
                 for seed in seeds:
                     began = time.monotonic()
-                    row = _row(_run(forecaster, seed, kind, template, work))
+                    # How early the breach is warned: a pass that never fixes (else a fix
+                    # made on other evidence would hide the warning); then the whole loop.
+                    watched = (
+                        _run(forecaster, seed, kind, template, work, fix=False)
+                        if kind in LIMITED
+                        else None
+                    )
+                    row = _row(_run(forecaster, seed, kind, template, work, fix=True), watched)
                     row["seed"], row["bench_s"] = seed, round(time.monotonic() - began, 1)
                     by_kind.setdefault(kind, []).append(row)
                     print(

@@ -35,6 +35,9 @@ def demo(
     rate: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 60.0,
     history: Annotated[str, typer.Option(help="simulated history to train on")] = "3d",
     forecaster: Annotated[str, typer.Option(help="lstm (trained first) or median_band")] = "lstm",
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="at most this many training epochs (default: 15)")
+    ] = None,
     port: Annotated[int, typer.Option(help="the API and page port on 127.0.0.1")] = 8000,
     data_dir: Annotated[
         Path, typer.Option(help="where the demo's database lives (wiped at start)")
@@ -60,6 +63,7 @@ def demo(
         rate=rate,
         history=parse_duration(history),
         forecaster=forecaster,
+        forecaster_config={} if epochs is None else {"max_epochs": epochs},
         approve=approve,
         pause=pause,
         port=port,
@@ -68,7 +72,7 @@ def demo(
     with training_progress(err, "training the LSTM") as (bar, epoch):
 
         def say(text: str) -> None:
-            bar.console.print(text, highlight=False, markup=False)
+            bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
         timeline = run_demo(options, say=say, on_epoch=epoch, json_path=json_file)
     summary = timeline.to_json()

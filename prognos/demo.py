@@ -77,6 +77,8 @@ class StoryOptions:
     forecaster_config: dict[str, Any] = field(default_factory=dict)
     #: approve at once (no pause for a person)
     approve: bool = False
+    #: False: never approve; run until the limit is crossed (how early was it warned, unfixed)
+    fix: bool = True
     #: how long (wall seconds) a person has to approve on the page before the demo does
     pause: float = 60.0
     port: int = 8000
@@ -422,7 +424,11 @@ class Story:
             )
 
     def done(self) -> bool:
-        return self.timeline.execution_status is not None or self._gave_up()
+        t = self.timeline
+        if not self.options.fix:  # watching only: until the crossing (if any) is behind us
+            now = to_epoch(self.clock.now())
+            return self._gave_up() or (t.crossed_at is not None and now > t.crossed_at + 300)
+        return t.execution_status is not None or self._gave_up()
 
     def _gave_up(self) -> bool:
         limit = self.fault.start + int(self.options.give_up_after.total_seconds())
@@ -439,12 +445,17 @@ class Story:
             if not advance(datetime.fromtimestamp(next_at, UTC)):
                 break
             self.cycle()
-            if self.timeline.proposal_id is not None and self.timeline.approved_at is None:
+            t = self.timeline
+            if self.options.fix and t.proposal_id is not None and t.approved_at is None:
                 self._approve()
             if self.timeline.approved_at is not None:
                 self._follow_execution()
-            next_at += self.step
-        if self._gave_up():
+            # The next step boundary after now: a cycle that ran long is not followed by a
+            # burst of catch-up cycles (each cycle ingests everything up to its own now).
+            next_at = max(
+                next_at + self.step, (to_epoch(self.clock.now()) // self.step + 1) * self.step
+            )
+        if self._gave_up() and self.options.fix:
             self.say("gave up: the story did not finish within the simulated time allowed")
         self._finish()
         self.timeline.wall_seconds = round(time.monotonic() - wall_start, 1)
@@ -494,7 +505,7 @@ class Story:
         """What a person's browser does: read the proposal's digest, approve with it."""
         url = f"{self.api_url}/v1/remediations/{self.timeline.proposal_id}"
         headers = {"Authorization": f"Bearer {self.tokens[name]}"}
-        digest = requests.get(url, headers=headers, timeout=10).json()["params_digest"]
+        digest = requests.get(url, headers=headers, timeout=10).json()["digest"]
         response = requests.post(
             f"{url}/approve", json={"digest": digest}, headers=headers, timeout=10
         )
@@ -609,8 +620,7 @@ def run_demo(
     json_path: Path | None = None,
 ) -> Timeline:
     """The demo: history, training, the service on a scaled clock, the fault, the story."""
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
-    clock = ScaledClock(start, options.rate)
+    clock = ScaledClock(demo_start(datetime.now(UTC)), options.rate)
     stop = threading.Event()
 
     def advance(at: datetime) -> bool:
@@ -630,6 +640,15 @@ def run_demo(
     if json_path is not None:
         json_path.write_text(json.dumps(timeline.to_json(), indent=2) + "\n", encoding="utf-8")
     return timeline
+
+
+def demo_start(now: datetime) -> datetime:
+    """Where simulated time starts: a Monday 09:00 UTC at least a day before `now` (so the
+    same seed tells the same story whenever it runs, and the simulation stays in the past)."""
+    day = (now - timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    if day > now - timedelta(days=1):
+        day -= timedelta(days=1)
+    return day - timedelta(days=day.weekday())
 
 
 def stepped_clock(start: datetime) -> tuple[FixedClock, Callable[[datetime], bool]]:

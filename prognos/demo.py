@@ -54,7 +54,7 @@ from sim import scenarios
 log = logging.getLogger(__name__)
 
 #: the playbooks the demo proposes (restart through the simulated platform API)
-DEMO_PLAYBOOKS = Path("deploy/demo/playbooks")
+DEMO_PLAYBOOKS = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "playbooks"
 #: generated scenarios (sim.scenarios, all kinds) the LSTM learns from besides the shop's history
 SCENARIO_SEEDS = 10
 #: requests per simulated minute that produce spans (enough for RCA, cheap to store)

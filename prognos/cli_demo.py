@@ -39,6 +39,14 @@ def demo(
         int | None, typer.Option(min=1, help="at most this many training epochs (default: 15)")
     ] = None,
     port: Annotated[int, typer.Option(help="the API and page port on 127.0.0.1")] = 8000,
+    prometheus: Annotated[
+        bool | None,
+        typer.Option(
+            "--prometheus/--no-prometheus",
+            help="verify fixes in a real Prometheus scraping the platform (default: when the "
+            "prometheus binary is installed)",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="where the demo's database lives (wiped at start)")
     ] = Path("var/demo"),
@@ -67,6 +75,7 @@ def demo(
         approve=approve,
         pause=pause,
         port=port,
+        prometheus=prometheus,
         data_dir=data_dir,
     )
     with training_progress(err, "training the LSTM") as (bar, epoch):

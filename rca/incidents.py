@@ -109,13 +109,33 @@ class _Trigger:
     breach: BreachWarning | None = None
 
 
+def alarm_symptom(alarm: AlarmLike, service: str) -> str:
+    """What an alarm says in an incident's symptom: the series' target and which of the
+    detector's components raised it, with the numbers it was judged by when its evidence has
+    them (e.g. "cart memory: 8.1e+08 above its range so far [3.2e+08, 6.4e+08]")."""
+    target = getattr(alarm, "target", None)
+    what = f"{service} {target}" if target else service
+    evidence = getattr(alarm, "evidence", None) or {}
+    value = evidence.get("value")
+    if evidence.get("component") == "spatial" and value is not None and evidence.get("range"):
+        low, high = evidence["range"]
+        side = "above" if value >= high else "below"
+        return f"{what}: {value:.3g} {side} its range so far [{low:.3g}, {high:.3g}]"
+    if value is not None and evidence.get("mean") is not None:
+        raw = evidence.get("raw_z", alarm.score)
+        return (
+            f"{what}: {value:.3g} {evidence.get('direction', 'away from')} its recent mean "
+            f"{evidence['mean']:.3g} (z {raw:.1f})"
+        )
+    return f"{what}: anomaly score {alarm.score:.1f}"
+
+
 def _triggers(alarms: Sequence[AlarmLike], breaches: Sequence[BreachWarning]) -> list[_Trigger]:
     out = []
     for alarm in alarms:
         at = datetime.fromtimestamp(alarm.ts, UTC)
         service = alarm.service or f"series-{alarm.series_id}"
-        symptom = f"{service}: anomaly score {alarm.score:.1f}"
-        out.append(_Trigger(at, at, alarm.series_id, service, symptom))
+        out.append(_Trigger(at, at, alarm.series_id, service, alarm_symptom(alarm, service)))
     for breach in breaches:
         at = datetime.fromtimestamp(breach.ts, UTC)
         since = min(at, datetime.fromtimestamp(breach.since, UTC))

@@ -405,8 +405,13 @@ class Story:
                         float(row[2]),
                     )
                     self.say(
-                        f"[{_iso(now)}] breach predicted for {self.fault.service}: crossing at "
-                        f"{_iso(t.predicted_eta)} (p={t.predicted_probability:.2f})"
+                        f"[{_iso(now)}] breach predicted for {self.fault.service}: "
+                        + (
+                            f"crossing at {_iso(t.predicted_eta)}"
+                            if t.predicted_eta
+                            else "crossing within the forecast horizon"
+                        )
+                        + f" (p={t.predicted_probability:.2f})"
                     )
             if t.approved_at is None and now >= self.fault.start:
                 self._follow_incident(session, now)

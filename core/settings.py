@@ -327,6 +327,55 @@ class RemediationSettings(_Section):
     )
 
 
+class AlertmanagerSettings(_Section):
+    """Alertmanager both ways: where predicted breaches and open incidents are posted
+    (`POST /api/v2/alerts` on every URL: an HA pair receives every alert), and how alerts
+    received on `POST /v1/alerts/alertmanager` age."""
+
+    urls: list[str] = Field(
+        default_factory=list, description="Alertmanagers to post to, e.g. http://127.0.0.1:9093"
+    )
+    timeout: Duration = Field(default=timedelta(seconds=5), description="per request")
+    resend_every: Duration = Field(
+        default=timedelta(minutes=1),
+        description="a firing alert is re-posted this often (keep it under Alertmanager's "
+        "resolve_timeout); each post says it ends 4 resends (or cycles) later",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Prognos' address as a browser reaches it, for the alerts' runbook_url and "
+        "generatorURL (default http://<api.host>:<api.port>)",
+    )
+    breach_severity: str = "warning"
+    incident_severity: str = "critical"
+    received_stale_after: Duration = Field(
+        default=timedelta(hours=5),
+        description="a received firing alert that Alertmanager has not repeated for this long "
+        "(its repeat_interval is 4h by default) stops keeping its incident open",
+    )
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        return [_http_url(u) for u in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{value!r} must be an http:// or https:// URL, e.g. http://127.0.0.1:9093"
+        )
+    if parts.username or parts.password:
+        raise ValueError("no credentials in the URL")
+    return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -344,6 +393,7 @@ class Settings(BaseSettings):
     rca: RcaSettings = RcaSettings()
     vault: VaultSettings = VaultSettings()
     remediation: RemediationSettings = RemediationSettings()
+    alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+import requests
 from sqlalchemy.orm import Session
 
 from core.clock import to_epoch
@@ -22,6 +23,7 @@ from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
 from rca import flows as rca_flows
+from rca.alertmanager import flows as alertmanager_flows
 from rca.incidents import GroupingResult, prune_incidents
 from remediation import flows as remediation_flows
 from remediation import service as remediation_service
@@ -121,7 +123,7 @@ def cycle(context: ServiceContext) -> None:
     proposals. Each stage has its own session and error boundary: one that fails is logged and
     the later ones still run, so a database error in RCA or proposing never skips the expiry
     of stale approvals."""
-    stages = (ingest_cycle, forecast_cycle, group_incidents, expire_proposals)
+    stages = (ingest_cycle, forecast_cycle, group_incidents, alertmanager_cycle, expire_proposals)
     for stage in stages:
         try:
             stage(context)
@@ -152,6 +154,41 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
     for incident_id in result.closed:
         log.info("incident %d closed: its alarms and breach warnings have cleared", incident_id)
     return result
+
+
+def alertmanager_cycle(context: ServiceContext) -> None:
+    """Alertmanager both ways: the alerts its webhook reported firing keep their incidents open
+    (proposing for any they open), then the breach warnings and open incidents are posted to
+    every `alertmanager.urls` (one that is down is logged and gets them next cycle)."""
+    settings, am = context.settings, context.settings.alertmanager
+    now = context.clock.now()
+    with session_scope(context.sessions) as session:
+        held = alertmanager_flows.keep_firing(
+            session, rca=settings.rca, stale_after=am.received_stale_after, now=now
+        )
+        session.commit()
+        if held.opened or held.updated:
+            remediation_flows.propose_for_incidents(
+                session,
+                [*held.opened, *held.updated],
+                playbooks=context.loaded_playbooks(),
+                clock=context.clock,
+            )
+        if not am.urls:
+            return
+        longest = max((t.step_seconds for t in context.targets), default=60)
+        with requests.Session() as http:
+            sent = alertmanager_flows.notify(
+                session,
+                settings=am,
+                public_url=am.public_url or f"http://{settings.api.host}:{settings.api.port}",
+                since=to_epoch(now) - settings.models.alarm_recent * longest,
+                now=now,
+                valid_for=4 * max(am.resend_every, settings.ingest.interval),
+                http=http,
+            )
+    if sent.posted:
+        log.info("alertmanager: %d alert(s) firing, %d posted", sent.firing, sent.posted)
 
 
 def expire_proposals(context: ServiceContext) -> list[int]:

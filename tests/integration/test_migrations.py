@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 import api.tables  # noqa: F401  (registers its tables on Base.metadata)
 import ingest.tables  # noqa: F401
 import models.tables  # noqa: F401
+import rca.alertmanager.tables
 import rca.tables  # noqa: F401
 import remediation.tables  # noqa: F401
 from core.database import Base, create_engine, downgrade, head_revision, migrate

@@ -1,4 +1,5 @@
-"""Real servers for tests and benchmarks: Prometheus with backfilled history, PostgreSQL 15.
+"""Real servers for tests and benchmarks: Prometheus with backfilled history, PostgreSQL 15,
+OpenBao, Alertmanager.
 
 Each starts on a free loopback port in a temporary directory and stops when asked. Missing
 binaries make the caller skip locally; under CI (CI=true) they are an error instead, because
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -32,6 +34,17 @@ def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server we started: SIGTERM, then SIGKILL after 20 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -120,13 +133,7 @@ class PrometheusServer:
         _wait_http(f"{self.url}/-/ready", 60, self.proc, self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 
@@ -294,13 +301,7 @@ class OpenBaoServer:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 
@@ -332,6 +333,83 @@ def start_openbao(tmp_dir: Path) -> OpenBaoServer:
         )
     try:
         _wait_http(f"{server.url}/v1/sys/health", 60, server.proc, server.log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# ----------------------------------------------------------------------------- Alertmanager
+
+ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")
+
+
+def alertmanager_binary() -> str | None:
+    if ALERTMANAGER_BIN.exists():
+        return str(ALERTMANAGER_BIN)
+    return shutil.which("alertmanager")
+
+
+@dataclass
+class AlertmanagerServer:
+    """An Alertmanager on loopback, clustering off (no gossip port), state in `home`."""
+
+    home: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "alertmanager.log"
+
+    def alerts(self, **filters: str) -> list[dict[str, Any]]:
+        """`GET /api/v2/alerts` (active, silenced and inhibited alike), e.g. alertname=X."""
+        params = [("filter", f'{k}="{v}"') for k, v in filters.items()]
+        response = requests.get(f"{self.url}/api/v2/alerts", params=params, timeout=5)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()
+        return alerts
+
+    def post(self, alerts: list[dict[str, Any]]) -> None:
+        """`POST /api/v2/alerts`, as Prometheus does."""
+        requests.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        terminate(self.proc)
+        self.proc = None
+
+
+#: A configuration with one receiver that sends nowhere.
+NULL_ALERTMANAGER_CONFIG = "route:\n  receiver: none\nreceivers:\n  - name: none\n"
+
+
+def start_alertmanager(home: Path, config: str = NULL_ALERTMANAGER_CONFIG) -> AlertmanagerServer:
+    """Start Alertmanager with `config` (YAML text); ready when /-/ready is 200."""
+    binary = alertmanager_binary()
+    if binary is None:
+        raise ServerMissing("Alertmanager not installed (apt-get install prometheus-alertmanager)")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "alertmanager.yml").write_text(config)
+    server = AlertmanagerServer(home, free_port())
+    with server.log.open("ab") as log:
+        server.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={home / 'alertmanager.yml'}",
+                f"--storage.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{server.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_http(f"{server.url}/-/ready", 60, server.proc, server.log)
     except BaseException:
         server.stop()
         raise

@@ -73,13 +73,20 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 _DESCRIBED = {
+    400: "the request body could not be read (not UTF-8 JSON)",
     401: "missing, unknown or revoked bearer token",
     403: "the token's role may not do this",
     404: "no such resource",
     409: "conflicts with the resource's state",
     413: "the request body is too large",
     422: "the request is not valid (which field, and why)",
+    503: "a part the answer needs is unavailable",
 }
+
+
+def declare(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for the problems it gives beyond those every operation may."""
+    return {code: {"description": _DESCRIBED[code]} for code in codes}
 
 
 def document(
@@ -87,7 +94,9 @@ def document(
 ) -> dict[str, Any]:
     """Add to an OpenAPI document: the bearer scheme on every operation that needs a token,
     and the problem responses each such operation may give, as application/problem+json
-    (`own_errors`: operations that answer errors their own way, e.g. OTLP's)."""
+    (`own_errors`: operations that answer errors their own way, e.g. OTLP's). Every operation
+    may answer 401/403/422, one with a body 400/413, one on a path with an id 404; others (a
+    409, a 503) a route declares in its `responses`, and they are documented as problems too."""
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     components.setdefault("securitySchemes", {})["bearerAuth"] = {
@@ -98,18 +107,25 @@ def document(
     ref = {"$ref": "#/components/schemas/Problem"}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
-            if not isinstance(operation, dict) or path in public:
+            if not isinstance(operation, dict):
                 continue
-            operation.setdefault("security", [{"bearerAuth": []}])
+            if path not in public:
+                operation.setdefault("security", [{"bearerAuth": []}])
             if path in own_errors:
                 continue
             responses = operation.setdefault("responses", {})
-            codes = [401, 403, 422] + ([413] if method in ("post", "put", "patch") else [])
-            if "{" in path:
-                codes.append(404)
-            if method == "post" and path.startswith("/v1/remediations/"):
-                codes.append(409)
-            for code in codes:
+            codes = {c for c in _DESCRIBED if str(c) in responses}
+            if path not in public:
+                codes |= {401, 403, 422}
+                if method in ("post", "put", "patch"):
+                    codes.add(413)
+                if "requestBody" in operation:
+                    # FastAPI's own answer to a body it cannot decode (bytes that are not
+                    # UTF-8; a JSON syntax error is a 422).
+                    codes.add(400)
+                if "{" in path:
+                    codes.add(404)
+            for code in sorted(codes):
                 entry = responses.setdefault(str(code), {"description": _DESCRIBED[code]})
                 content = entry.setdefault("content", {})
                 content.pop("application/json", None)

@@ -28,6 +28,7 @@ def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Ready when the database answers and is sound; other parts failing is 'degraded'",
+    responses={503: {"description": "not ready: the database is down or damaged"}},
 )
 def readyz(context: ContextDep, request: Request) -> JSONResponse:
     """The database decides readiness: without it nothing works. The metric source and the
@@ -74,7 +75,10 @@ def _models(context: ContextDep) -> None:
 
 
 @router.get(
-    "/metrics", summary="Prometheus exposition of Prognos' own state", response_class=Response
+    "/metrics",
+    summary="Prometheus exposition of Prognos' own state",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request, context: ContextDep) -> Response:
     if context.settings.api.metrics_require_token:

@@ -23,12 +23,14 @@ from api.deps import (
     UtcTime,
     Viewer,
 )
+from api.problems import declare
 from core.clock import from_epoch, to_epoch
 from ingest.tables import SeriesRow
 from models import registry
 from models.breach import BreachConfig, predict_breach
 from models.detector import Detector, detector_config
 from models.errors import AnomalyNotFoundError
+from models.forecasters.baselines import BaselineConfig
 from models.service import forecast_values, record_feedback
 from models.tables import AnomalyScoreRow, BreachRow, ForecastRow, ModelRow
 
@@ -270,6 +272,7 @@ def list_models(_: Viewer, session: SessionDep, family: str | None = None) -> li
     "/models/{model_id}/promote",
     response_model=ModelRead,
     summary="Make a version active (its artifact must load)",
+    responses=declare(409),
 )
 def promote_model(
     model_id: RowId, principal: Admin, session: SessionDep, context: ContextDep
@@ -285,6 +288,7 @@ def promote_model(
     "/models/{family}/rollback",
     response_model=ModelRead,
     summary="Back to the newest earlier version that still loads",
+    responses=declare(409),
 )
 def rollback_model(family: str, _: Admin, session: SessionDep, context: ContextDep) -> ModelRead:
     row = registry.rollback(session, family=family, now=context.clock.now())
@@ -354,6 +358,12 @@ def list_breaches(
 
 
 MAX_ADHOC_POINTS = 20_000
+#: The fewest observed values a forecast is made from: the cold-start band's minimum. (A service
+#: whose band is configured to need more answers a 422 that names the number.)
+MIN_OBSERVED: int = BaselineConfig.model_fields["min_points"].default
+#: The models compute in float32: a larger magnitude is infinite to them.
+MAX_ADHOC_MAGNITUDE = float(np.finfo(np.float32).max)
+AdhocValue = Annotated[float, Field(ge=-MAX_ADHOC_MAGNITUDE, le=MAX_ADHOC_MAGNITUDE)]
 
 
 class AdhocLimit(BaseModel):
@@ -371,7 +381,12 @@ class AdhocLimit(BaseModel):
 class AdhocForecastRequest(BaseModel):
     """One series, oldest first, at a fixed step; `null` marks a missing point."""
 
-    values: list[float | None] = Field(min_length=2, max_length=MAX_ADHOC_POINTS)
+    values: list[AdhocValue | None] = Field(
+        min_length=MIN_OBSERVED,
+        max_length=MAX_ADHOC_POINTS,
+        # The schema says how many must be numbers, so that what it calls valid is forecast.
+        json_schema_extra={"contains": {"type": "number"}, "minContains": MIN_OBSERVED},
+    )
     step_seconds: int = Field(ge=1, le=86_400, description="seconds between values")
     end: datetime | None = Field(
         None, description="time of the last value (UTC); default: now, aligned to the step"
@@ -387,8 +402,8 @@ class AdhocForecastRequest(BaseModel):
                 f"values must be finite numbers or null for a missing point; "
                 f"index {bad[0]} is not ({len(bad)} such values)"
             )
-        if sum(v is not None for v in values) < 2:
-            raise ValueError("at least two observed (non-null) values are needed")
+        if sum(v is not None for v in values) < MIN_OBSERVED:
+            raise ValueError(f"at least {MIN_OBSERVED} observed (non-null) values are needed")
         return values
 
     @field_validator("end")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.context import AppContext
 from api.deps import ROW_ID_MAX, Approver, ContextDep, Operator, RowId, SessionDep, Viewer
+from api.problems import declare
 from core.errors import ErrorKind
 from remediation import audit, service
 from remediation.domain import (
@@ -224,7 +225,7 @@ def _commit_refusal(session: Session, exc: RemediationError) -> None:
 # -- routes ----------------------------------------------------------------------------------
 
 
-@router.post("/remediations", status_code=201)
+@router.post("/remediations", status_code=201, responses=declare(404, 409))
 def propose(
     body: RemediationCreate, who: Operator, context: ContextDep, session: SessionDep
 ) -> RemediationRead:
@@ -290,7 +291,7 @@ def show_remediation(proposal_id: RowId, _: Viewer, session: SessionDep) -> Reme
     return _full(session, proposal_id)
 
 
-@router.post("/remediations/{proposal_id}/approve")
+@router.post("/remediations/{proposal_id}/approve", responses=declare(409))
 def approve(
     proposal_id: RowId,
     body: ApproveBody,
@@ -317,7 +318,7 @@ def approve(
     return _full(session, proposal_id)
 
 
-@router.post("/remediations/{proposal_id}/reject")
+@router.post("/remediations/{proposal_id}/reject", responses=declare(409))
 def reject(
     proposal_id: RowId,
     body: RejectBody,
@@ -343,7 +344,7 @@ def reject(
     return _full(session, proposal_id)
 
 
-@router.post("/remediations/{proposal_id}/cancel")
+@router.post("/remediations/{proposal_id}/cancel", responses=declare(409))
 def cancel(
     proposal_id: RowId,
     who: Operator,

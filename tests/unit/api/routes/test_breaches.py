@@ -143,10 +143,10 @@ def test_adhoc_forecast_rejects_bad_input_and_roles(
     client: TestClient, issue: Callable[[Role], str]
 ) -> None:
     operator = bearer(issue(Role.OPERATOR))
-    good = {"values": [1.0, 2.0, 3.0], "step_seconds": 60}
+    good = {"values": [1.0, 2.0, 3.0, 4.0, 5.0], "step_seconds": 60}
     cases = [
         ({**good, "values": [1.0]}, "values"),
-        ({**good, "values": [None, None, 1.0]}, "two observed"),
+        ({**good, "values": [None, None, 1.0, 2.0, 3.0, 4.0]}, "5 observed"),
         ({**good, "values": [1.0] * 20_001}, "values"),
         ({**good, "step_seconds": 0}, "step_seconds"),
         ({**good, "end": "2026-01-05T11:00:00"}, "time zone"),
@@ -208,7 +208,9 @@ def test_adhoc_forecast_from_too_few_values_says_how_many_are_needed(
     for values in ([1.0, 2.0], [1.0, 2.0, 3.0], [None, 1.0, 2.0, 3.0, 4.0]):
         body = {"values": values, "step_seconds": 60, "end": "2026-01-05T11:00:00Z"}
         problem = assert_problem(client.post("/v1/forecasts", json=body, headers=operator), 422)
-        assert "at least 5" in problem["detail"] and "values" in problem["detail"], problem
+        # The request's own schema says it now (minItems / minContains), naming the field.
+        assert problem["errors"][0]["loc"] == ["body", "values"], problem
+        assert "at least 5" in problem["errors"][0]["msg"], problem
     body = {"values": [1.0, 2.0, 3.0, 4.0, 5.0], "step_seconds": 60, "limit": {"threshold": 9.0}}
     response = client.post("/v1/forecasts", json=body, headers=operator)
     assert response.status_code == 200, response.text

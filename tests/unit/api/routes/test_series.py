@@ -59,7 +59,8 @@ def test_a_malformed_label_filter_is_a_422_problem(
     client: TestClient, viewer: dict[str, str], bad: str
 ) -> None:
     body = assert_problem(client.get("/v1/series", headers=viewer, params={"label": bad}), 422)
-    assert "name=value" in body["detail"]
+    assert body["errors"][0]["loc"] == ["query", "label", 0]
+    assert "pattern" in body["errors"][0]["msg"]
 
 
 def test_cursor_pagination_walks_every_series_once(

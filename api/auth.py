@@ -28,15 +28,18 @@ class Role(StrEnum):
     APPROVER = "approver"
     ADMIN = "admin"
     INGEST = "ingest"
+    ALERTS = "alerts"
 
 
-# Which roles satisfy a requirement; admin may do everything, ingest only span intake.
+# Which roles satisfy a requirement; admin may do everything, ingest only span intake, alerts
+# only Alertmanager's webhook.
 _GRANTS: dict[Role, frozenset[Role]] = {
     Role.VIEWER: frozenset({Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN}),
     Role.OPERATOR: frozenset({Role.OPERATOR, Role.ADMIN}),
     Role.APPROVER: frozenset({Role.APPROVER, Role.ADMIN}),
     Role.ADMIN: frozenset({Role.ADMIN}),
     Role.INGEST: frozenset({Role.INGEST, Role.ADMIN}),
+    Role.ALERTS: frozenset({Role.ALERTS, Role.ADMIN}),
 }
 
 

@@ -499,7 +499,7 @@ def list_series(
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option(help="viewer, operator, approver, admin or ingest")],
+    role: Annotated[str, typer.Option(help="viewer, operator, approver, admin, ingest or alerts")],
     name: Annotated[str | None, typer.Option(help="who or what holds it (shown in audits)")] = None,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""

@@ -112,7 +112,11 @@ class _Trigger:
 def alarm_symptom(alarm: AlarmLike, service: str) -> str:
     """What an alarm says in an incident's symptom: the series' target and which of the
     detector's components raised it, with the numbers it was judged by when its evidence has
-    them (e.g. "cart memory: 8.1e+08 above its range so far [3.2e+08, 6.4e+08]")."""
+    them (e.g. "cart memory: 8.1e+08 above its range so far [3.2e+08, 6.4e+08]"). A trigger
+    that says its own symptom (an Alertmanager alert's summary) is taken at its word."""
+    own = getattr(alarm, "symptom", None)
+    if isinstance(own, str) and own:
+        return own
     target = getattr(alarm, "target", None)
     what = f"{service} {target}" if target else service
     evidence = getattr(alarm, "evidence", None) or {}

@@ -1,6 +1,7 @@
 """A real Alertmanager notifies a running `prognos serve` through its webhook receiver, with an
-`alerts` token in `http_config.authorization`: an alert posted to Alertmanager opens an incident
-on its service, Alertmanager's repeats change nothing, and its resolution closes the incident."""
+`alerts` token in `http_config.authorization`: an alert posted to Alertmanager (or fired by a
+real Prometheus' rule) opens an incident on its service, Alertmanager's repeats change nothing,
+and its resolution closes the incident."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ import sqlalchemy as sa
 
 from tests.conftest import need_server
 from tests.e2e.test_processes import _cli, _env, _stop, _token, _wait
-from tests.support.servers import ServerMissing, free_port, start_alertmanager
+from tests.support.servers import (
+    PrometheusServer,
+    ServerMissing,
+    free_port,
+    prometheus_available,
+    start_alertmanager,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -135,3 +142,77 @@ def test_alertmanager_notifies_prognos_which_opens_and_closes_an_incident(
     output = _stop(proc)
     assert alerts_token not in output  # the token is never logged
     assert "Traceback" not in output
+
+
+@pytest.mark.timeout(180)
+def test_a_prometheus_rule_that_fires_and_resolves_opens_and_closes_an_incident(
+    tmp_path: Path, serve: tuple[str, dict[str, str], subprocess.Popen[str]]
+) -> None:
+    """The whole chain: a real Prometheus evaluates a rule, fires it to Alertmanager, which
+    notifies Prognos; the rule stops holding (its expression compares with a time 35 s ahead),
+    Prometheus sends the resolution and the incident closes."""
+    if not prometheus_available():
+        need_server(ServerMissing("prometheus not installed (apt-get install prometheus)"))
+    base, env, proc = serve
+    _wait(f"{base}/readyz", proc=proc)
+    alerts_token = _token(tmp_path, env, role="alerts")
+    viewer = {"Authorization": f"Bearer {_token(tmp_path, env)}"}
+    # Prometheus finds its Alertmanager some seconds after it starts (discovery syncs every
+    # 5 s): the rule holds for 35 s, long enough to be sent, short enough to see it resolve.
+    until = int(time.time()) + 35
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        f"""
+groups:
+  - name: e2e
+    interval: 1s
+    rules:
+      - alert: PaymentsDown
+        expr: vector(time()) < {until}
+        for: 0s
+        labels: {{service: payments, severity: page}}
+        annotations: {{summary: "payments: the health check fails"}}
+"""
+    )
+    try:
+        alertmanager = start_alertmanager(
+            tmp_path / "am", _config(f"{base}/v1/alerts/alertmanager", alerts_token)
+        )
+    except ServerMissing as exc:
+        need_server(exc)
+    (tmp_path / "prom").mkdir()
+    prometheus = PrometheusServer(
+        tmp_path / "prom",
+        free_port(),
+        flags=("--rules.alert.resend-delay=1s",),
+        config=f"""
+global:
+  evaluation_interval: 1s
+rule_files: [{rules}]
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:{alertmanager.port}"]
+""",
+    )
+    try:
+        prometheus.start()
+
+        def incidents() -> list[dict[str, Any]]:
+            answer = requests.get(f"{base}/v1/incidents", headers=viewer, timeout=5)
+            return list(answer.json())
+
+        (incident,) = _until("an incident from the rule", incidents, timeout=30)
+        assert incident["services"] == ["payments"]
+        assert incident["symptom"] == "payments: the health check fails"
+        closed = _until(
+            "the incident closed by the rule's resolution",
+            lambda: [i for i in incidents() if i["status"] == "closed"],
+            timeout=60,
+        )
+        assert [i["id"] for i in closed] == [incident["id"]]
+        assert len(incidents()) == 1
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+    assert alerts_token not in _stop(proc)

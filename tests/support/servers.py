@@ -104,6 +104,9 @@ class PrometheusServer:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    #: prometheus.yml (e.g. with rule_files and alerting for a test that fires alerts)
+    config: str = "global:\n  scrape_interval: 1h\nscrape_configs: []\n"
+    flags: tuple[str, ...] = ()  #: more command-line flags
 
     def __post_init__(self) -> None:
         self.log = self.data_dir / "prometheus.log"
@@ -114,7 +117,7 @@ class PrometheusServer:
 
     def start(self) -> None:
         config = self.data_dir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        config.write_text(self.config)
         binary = shutil.which("prometheus")
         assert binary
         with self.log.open("ab") as log:
@@ -126,6 +129,7 @@ class PrometheusServer:
                     "--storage.tsdb.retention.time=100y",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                     "--log.level=warn",
+                    *self.flags,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
 from rca import flows as rca_flows
 from rca.alertmanager import flows as alertmanager_flows
+from rca.alertmanager.webhook import prune_received
 from rca.incidents import GroupingResult, prune_incidents
 from remediation import flows as remediation_flows
 from remediation import service as remediation_service
@@ -166,6 +167,7 @@ def alertmanager_cycle(context: ServiceContext) -> None:
         held = alertmanager_flows.keep_firing(
             session, rca=settings.rca, stale_after=am.received_stale_after, now=now
         )
+        prune_received(session, before=now - settings.rca.incident_retention)
         session.commit()
         if held.opened or held.updated:
             remediation_flows.propose_for_incidents(

@@ -170,3 +170,12 @@ def firing_alerts(
             .order_by(ReceivedAlertRow.id)
         )
     )
+
+
+def prune_received(db_session: Session, *, before: datetime) -> int:
+    """Forget the received alerts last delivered before `before` (the caller passes
+    `rca.incident_retention`: long past any repeat Alertmanager would send)."""
+    result = db_session.execute(
+        sa.delete(ReceivedAlertRow).where(ReceivedAlertRow.seen_at < before)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

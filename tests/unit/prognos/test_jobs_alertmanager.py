@@ -1,6 +1,7 @@
 """The daemon's Alertmanager stage, inbound side: an alert Alertmanager reported firing keeps
 its incident open past `rca.clear_after` while it fires; one neither resolved nor repeated for
-`alertmanager.received_stale_after` lets it close as usual."""
+`alertmanager.received_stale_after` lets it close as usual; received alerts are forgotten
+`rca.incident_retention` after their last delivery."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from core.settings import Settings
 from prognos import jobs
 from prognos.context import ServiceContext
 from rca.alertmanager.flows import incidents_from_notification
+from rca.alertmanager.tables import ReceivedAlertRow
 from rca.alertmanager.webhook import WebhookMessage
 from rca.tables import IncidentRow
 from tests.unit.fakes import FakeSource, make_target
@@ -64,3 +66,9 @@ def test_a_firing_alert_holds_its_incident_until_it_goes_stale(
     jobs.group_incidents(context)
     with sessions() as session:
         assert session.get(IncidentRow, incident_id).status == "closed"  # type: ignore[union-attr]
+        assert session.query(ReceivedAlertRow).count() == 1  # kept: a repeat is still known
+
+    clock.advance(context.settings.rca.incident_retention)
+    jobs.alertmanager_cycle(context)
+    with sessions() as session:
+        assert session.query(ReceivedAlertRow).count() == 0  # forgotten after the retention

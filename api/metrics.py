@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.context import AppContext
-from ingest.tables import IngestRunRow, SeriesRow, WatermarkRow
+from ingest.tables import IngestRunRow, IngestRunTotalRow, SeriesRow, WatermarkRow
 from models.tables import BreachRow, DetectorStateRow, ForecastRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,6 +51,7 @@ class StateCollector(Collector):
             "When the last successful cycle ran",
             labels=["target"],
         )
+        counts: dict[tuple[str, str], tuple[int, int]] = {}  #: (target, status) -> runs, points
         with self.context.sessions() as session:
             for target, count in session.execute(
                 sa.select(SeriesRow.target, sa.func.count()).group_by(SeriesRow.target)
@@ -67,11 +68,17 @@ class StateCollector(Collector):
                     sa.func.max(IngestRunRow.finished_at),
                 ).group_by(IngestRunRow.target, IngestRunRow.status)
             ):
-                runs.add_metric([target, status], count)
-                if status == "ok":
-                    points.add_metric([target], total)
-                    if newest is not None:
-                        last_ok.add_metric([target], _epoch(newest))
+                counts[target, status] = (count, total)
+                if status == "ok" and newest is not None:
+                    last_ok.add_metric([target], _epoch(newest))
+            # Runs pruned so far still count: the counters never go down.
+            for done in session.scalars(sa.select(IngestRunTotalRow)):
+                count, total = counts.get((done.target, done.status), (0, 0))
+                counts[done.target, done.status] = (count + done.runs, total + done.points)
+        for (target, status), (count, total) in sorted(counts.items()):
+            runs.add_metric([target, status], count)
+            if status == "ok":
+                points.add_metric([target], total)
         yield from (series, watermark, points, runs, last_ok)
         yield from self._predictions()
 

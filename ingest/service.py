@@ -23,7 +23,7 @@ from core.errors import PrognosError
 from core.settings import TargetSettings
 from ingest.chunking import aligned_window, merge_series, plan_chunks
 from ingest.domain import PullResult, SeriesData, Source, Window, query_digest
-from ingest.tables import IngestRunRow, SampleRow, SeriesRow, WatermarkRow
+from ingest.tables import IngestRunRow, IngestRunTotalRow, SampleRow, SeriesRow, WatermarkRow
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,37 @@ def prune_runs(db_session: Session, *, before: datetime, limit: int) -> int:
         .order_by(IngestRunRow.id)
         .limit(limit)
     )
-    return delete_selected(db_session, IngestRunRow.id, doomed)
+    ids = list(db_session.scalars(doomed))
+    if not ids:
+        return 0
+    # What they counted goes into the totals first, in the same transaction: the counters
+    # /metrics shows (totals + stored runs) never go down.
+    counted = db_session.execute(
+        sa.select(
+            IngestRunRow.target,
+            IngestRunRow.status,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(IngestRunRow.points), 0),
+        )
+        .where(IngestRunRow.id.in_(ids))
+        .group_by(IngestRunRow.target, IngestRunRow.status)
+    ).all()
+    insert = dialect_insert(db_session, IngestRunTotalRow.__table__)
+    for target, status, runs, points in counted:
+        db_session.execute(
+            insert.values(
+                target=target, status=status, runs=runs, points=points
+            ).on_conflict_do_update(
+                index_elements=["target", "status"],
+                set_={
+                    "runs": IngestRunTotalRow.runs + runs,
+                    "points": IngestRunTotalRow.points + points,
+                },
+            )
+        )
+    return delete_selected(
+        db_session, IngestRunRow.id, sa.select(IngestRunRow.id).where(IngestRunRow.id.in_(ids))
+    )
 
 
 def prune_series(

@@ -71,6 +71,18 @@ class IngestRunRow(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class IngestRunTotalRow(Base):
+    """What the ingest runs pruned so far counted, per target and outcome: the /metrics
+    counters are these plus the runs still stored, so pruning never makes them go down."""
+
+    __tablename__ = "ingest_run_totals"
+
+    target: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    runs: Mapped[int] = mapped_column(sa.BigInteger)
+    points: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 class SpanRow(Base):
     """One span as received (OTLP) or imported; times are epoch nanoseconds (UTC)."""
 

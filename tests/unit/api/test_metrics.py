@@ -74,3 +74,32 @@ def test_metrics_can_require_a_token(make_context: MakeContext, issue: Any) -> N
         assert response.status_code == 200
         assert "prognos_series" in response.text
         assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_pruning_runs_never_makes_the_counters_go_down(make_context: MakeContext) -> None:
+    """A counter that drops reads as a reset to Prometheus: increase() would count the whole
+    value again (a false `increase(prognos_ingest_runs_total{status="failed"}[15m]) > 3`)."""
+    from ingest.service import prune_runs
+    from prognos.jobs import ingest_cycle
+
+    context = make_context()
+    for _ in range(3):
+        ingest_once(context)
+        context.clock.advance(timedelta(minutes=2))
+    context.source.fail_with = SourceUnavailableError("down")
+    for _ in range(2):
+        ingest_cycle(context)
+        context.clock.advance(timedelta(minutes=2))
+    with TestClient(create_app(context)) as client:
+        before = samples(client.get("/metrics").text)
+        with context.sessions() as session:
+            pruned = prune_runs(session, before=context.clock.now(), limit=100)
+            session.commit()
+        after = samples(client.get("/metrics").text)
+    assert pruned > 0
+    for name, labels in (
+        ("prognos_ingest_runs_total", {"target": "cpu", "status": "ok"}),
+        ("prognos_ingest_runs_total", {"target": "cpu", "status": "failed"}),
+        ("prognos_ingest_points_total", {"target": "cpu"}),
+    ):
+        assert value(after, name, **labels) == value(before, name, **labels) > 0

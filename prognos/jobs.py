@@ -122,9 +122,9 @@ def cycle(context: ServiceContext) -> None:
     """The scheduler's main job: ingest, forecast and score what was ingested, then act on it:
     group alarms and breach warnings into incidents (proposing for new ones), tell the
     configured Alertmanagers (breach warnings and open incidents, posted and resolved) and
-    expire stale proposals. Each stage has its own session and error boundary: one that fails is logged and
-    the later ones still run, so a database error in RCA or proposing never skips the expiry
-    of stale approvals."""
+    expire stale proposals. Each stage has its own session and error boundary: one that fails
+    is logged and the later ones still run, so a database error in RCA or proposing never
+    skips the expiry of stale approvals."""
     stages = (ingest_cycle, forecast_cycle, group_incidents, alertmanager_cycle, expire_proposals)
     for stage in stages:
         try:

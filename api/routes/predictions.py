@@ -378,6 +378,10 @@ class AdhocLimit(BaseModel):
         return value
 
 
+#: `end` as the schema states it: a date-time whose year is 1970..9998
+END_YEARS = r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+
+
 class AdhocForecastRequest(BaseModel):
     """One series, oldest first, at a fixed step; `null` marks a missing point."""
 
@@ -389,7 +393,12 @@ class AdhocForecastRequest(BaseModel):
     )
     step_seconds: int = Field(ge=1, le=86_400, description="seconds between values")
     end: datetime | None = Field(
-        None, description="time of the last value (UTC); default: now, aligned to the step"
+        None,
+        description="time of the last value, with its time zone, in the years 1970 to 9998; "
+        "default: now, aligned to the step",
+        # The schema states the range, so that every end it calls valid puts the first value
+        # (at most 30 years of values before it) and the forecast (after it) in the calendar.
+        json_schema_extra={"pattern": END_YEARS},
     )
     limit: AdhocLimit | None = Field(None, description="also predict a breach of this limit")
 
@@ -413,6 +422,8 @@ class AdhocForecastRequest(BaseModel):
             return None
         if value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-01-01T00:00:00Z")
+        if not 1970 <= value.year <= 9998:
+            raise ValueError("must fall in the years 1970 to 9998")
         try:
             return value.astimezone(UTC)
         except OverflowError:

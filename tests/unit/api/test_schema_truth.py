@@ -121,3 +121,26 @@ def test_metrics_documents_its_content_type(client: TestClient) -> None:
     response = client.get("/metrics")
     documented = _operation(client, "get", "/metrics")["responses"]["200"]["content"]
     assert list(documented) == [response.headers["content-type"]]
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        "0001-01-01T00:00:00+00:00",  # the fuzzer's: 9 values at 41881 s started before year 1
+        "1969-12-31T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T00:30:00+01:00",  # 1969 in UTC: the year as written is what counts
+        "9998-12-31T23:59:00Z",
+        "9999-01-01T00:00:00Z",
+    ],
+)
+def test_a_forecast_end_is_refused_exactly_when_the_schema_refuses_it(
+    client: TestClient, issue: Callable[[Role], str], end: str
+) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["AdhocForecastRequest"]
+    pattern = schema["properties"]["end"]["pattern"]  # beside anyOf: strings only
+    values = [-4.8e-209, 2.1e38, 0.5, 4.05e29, -6.9e16, 3.4e38, None, None, None]
+    body = {"values": values, "step_seconds": 86_400, "end": end}
+    response = client.post("/v1/forecasts", json=body, headers=bearer(issue(Role.OPERATOR)))
+    expected = 200 if re.search(pattern, end) else 422
+    assert response.status_code == expected, response.text

@@ -60,6 +60,10 @@ class OtlpError(Exception):
         self.rpc_code = rpc_code
         self.message = message
 
+    def __reduce__(self) -> tuple[type[OtlpError], tuple[int, int, str]]:
+        # Raised in a decoding worker process and re-raised here: pickled whole.
+        return (OtlpError, (self.http_status, self.rpc_code, self.message))
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -103,6 +107,11 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         rest = inflater.unused_data
         if not rest:
             return bytes(out)
+
+
+def inflate_and_decode(body: bytes, encoding: str | None, kind: str, limit: int) -> Decoded:
+    """`inflate` then `decode`: one picklable call, for a decoding worker process."""
+    return decode(inflate(body, encoding, limit), kind)
 
 
 def decode(body: bytes, kind: str) -> Decoded:

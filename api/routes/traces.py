@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -85,11 +89,45 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
     return _answer(kind, 200, otlp.success_body(kind, decoded.rejected, decoded.reason))
 
 
+#: Exports at least this large are inflated and decoded in a worker process: decoding holds
+#: the GIL for seconds on a 16 MB export, which in this process would stall every other request
+#: (`/healthz` included) however many threads serve them.
+OFFLOAD_BYTES = 1 << 20
+
+
+class _Decoder:
+    """One worker process (spawned on first use, not forked from a threaded server), shared by
+    the requests of this process; a worker that died is replaced on the next export."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __call__(self, body: bytes, encoding: str | None, kind: str, limit: int) -> otlp.Decoded:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
+            pool = self._pool
+        try:
+            return pool.submit(otlp.inflate_and_decode, body, encoding, kind, limit).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            log.error("the span decoding worker died; a new one starts with the next export")
+            raise otlp.OtlpError(503, otlp.UNAVAILABLE, "span decoder restarting; retry") from None
+
+
+_decode_large = _Decoder()
+
+
 def _ingest(
     context: ContextDep, body: bytes, encoding: str | None, kind: str, limit: int
 ) -> tuple[otlp.Decoded, int]:
-    raw = otlp.inflate(body, encoding, limit)
-    decoded = otlp.decode(raw, kind)
+    if len(body) >= OFFLOAD_BYTES:
+        decoded = _decode_large(body, encoding, kind, limit)
+    else:
+        decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
     with session_scope(context.sessions) as session:
         stored = store_spans(session, decoded.spans)  # all of the batch or none of it
         session.commit()

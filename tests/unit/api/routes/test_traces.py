@@ -288,3 +288,41 @@ def test_a_protobuf_time_past_int64_is_a_rejected_span_not_a_500(
     with sessions() as session:
         assert read_spans(session, T0, T0 + 1)["service"].tolist() == ["frontend"]
         assert span_count(session) == 1
+
+
+def test_large_exports_are_decoded_in_a_worker_process_with_the_same_answers(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    issue: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoding a 16 MB export holds the GIL for seconds: large bodies go to a worker process.
+    Spans, partial success and OTLP errors (pickled across) come back as they would inline."""
+    import os
+
+    from api.routes import traces
+    from ingest import otlp
+
+    monkeypatch.setattr(traces, "OFFLOAD_BYTES", 0)  # every export takes the worker's path
+    inline: list[int] = []
+    real = otlp.decode
+
+    def decode_here(body: bytes, kind: str) -> otlp.Decoded:
+        inline.append(os.getpid())
+        return real(body, kind)
+
+    monkeypatch.setattr(otlp, "decode", decode_here)  # what decoding in this process would call
+    token = bearer(issue(Role.INGEST))
+    whole = gzip.compress(request(bad_id=True).SerializeToString())
+    ok = client.post(
+        "/v1/traces", content=whole, headers={**token, **PB, "Content-Encoding": "gzip"}
+    )
+    assert ok.status_code == 200
+    assert ExportTraceServiceResponse.FromString(ok.content).partial_success.rejected_spans == 1
+    cut = client.post(
+        "/v1/traces", content=whole[:-8], headers={**token, **PB, "Content-Encoding": "gzip"}
+    )
+    assert cut.status_code == 400 and b"gzip" in cut.content  # raised in the worker
+    assert inline == []  # the patched inline path never ran: the worker (its own module) did
+    with sessions() as session:
+        assert span_count(session) == 2

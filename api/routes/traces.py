@@ -17,7 +17,7 @@ from api.auth import AuthError, Role, authenticate, needs_recording
 from api.deps import ContextDep, remember_use
 from core.database import session_scope
 from core.errors import PrognosError
-from ingest import otlp
+from ingest import otlp, span_intake
 from ingest.span_store import store_spans
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
             if len(body) > limit:
                 raise otlp.OtlpError(413, otlp.RESOURCE_EXHAUSTED, f"body exceeds {limit} bytes")
         encoding = request.headers.get("content-encoding")
-        decoded, stored = await run_in_threadpool(
+        rejected, reason, stored = await run_in_threadpool(
             _ingest, context, bytes(body), encoding, kind, limit
         )
     except otlp.OtlpError as exc:
@@ -85,17 +85,17 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
         log.warning("span intake unavailable: %s", type(exc).__name__)
         error = otlp.OtlpError(503, otlp.UNAVAILABLE, "span store unavailable; retry later")
         return _error(kind, error, {"Retry-After": "5"})
-    log.debug("stored %d spans (%d rejected)", stored, decoded.rejected)
-    return _answer(kind, 200, otlp.success_body(kind, decoded.rejected, decoded.reason))
+    log.debug("stored %d spans (%d rejected)", stored, rejected)
+    return _answer(kind, 200, otlp.success_body(kind, rejected, reason))
 
 
-#: Exports at least this large are inflated and decoded in a worker process: decoding holds
-#: the GIL for seconds on a 16 MB export, which in this process would stall every other request
-#: (`/healthz` included) however many threads serve them.
+#: Exports at least this large are taken whole (inflated, decoded, stored) by a worker process:
+#: decoding a 16 MB export and building its rows hold the GIL for about a second, which in this
+#: process would stall every other request (`/healthz` included) however many threads serve them.
 OFFLOAD_BYTES = 1 << 20
 
 
-class _Decoder:
+class _Worker:
     """One worker process (spawned on first use, not forked from a threaded server), shared by
     the requests of this process; a worker that died is replaced on the next export."""
 
@@ -103,35 +103,39 @@ class _Decoder:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
 
-    def __call__(self, body: bytes, encoding: str | None, kind: str, limit: int) -> otlp.Decoded:
+    def take(
+        self, database_url: str, body: bytes, encoding: str | None, kind: str, limit: int
+    ) -> tuple[int, str, int]:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
             pool = self._pool
         try:
-            return pool.submit(otlp.inflate_and_decode, body, encoding, kind, limit).result()
+            job = pool.submit(span_intake.take, database_url, body, encoding, kind, limit)
+            return job.result()
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
                     self._pool = None
-            log.error("the span decoding worker died; a new one starts with the next export")
-            raise otlp.OtlpError(503, otlp.UNAVAILABLE, "span decoder restarting; retry") from None
+            log.error("the span intake worker died; a new one starts with the next export")
+            raise otlp.OtlpError(503, otlp.UNAVAILABLE, "span intake restarting; retry") from None
 
 
-_decode_large = _Decoder()
+_worker = _Worker()
 
 
 def _ingest(
     context: ContextDep, body: bytes, encoding: str | None, kind: str, limit: int
-) -> tuple[otlp.Decoded, int]:
+) -> tuple[int, str, int]:
+    """(rejected spans, why, spans stored): a large export in the worker, on the same database."""
     if len(body) >= OFFLOAD_BYTES:
-        decoded = _decode_large(body, encoding, kind, limit)
-    else:
-        decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
+        url = context.engine.url.render_as_string(hide_password=False)
+        return _worker.take(url, body, encoding, kind, limit)
+    decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
     with session_scope(context.sessions) as session:
         stored = store_spans(session, decoded.spans)  # all of the batch or none of it
         session.commit()
-    return decoded, stored
+    return decoded.rejected, decoded.reason, stored
 
 
 def _authorize(request: Request, context: ContextDep) -> None:

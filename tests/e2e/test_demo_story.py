@@ -1,7 +1,7 @@
 """`prognos demo` as a newcomer runs it, with a person in the loop: a real OpenBao, a real
-Prometheus verifying the fix, the service on its simulated clock, and a headless Chromium in which the person opens the incident, reads
-its top suspect and approves the fix; the timeline then says the fix ran, was verified, audited
-and its Vault token revoked."""
+Prometheus verifying the fix, the service on its simulated clock, and a headless Chromium in
+which the person opens the incident, reads its top suspect and approves the fix; the timeline
+then says the fix ran, was verified, audited and its Vault token revoked."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,17 +22,13 @@ from typing import Any
 import numpy as np
 import requests
 
+from sim.lifecycle import free_port
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 class ServerMissing(RuntimeError):
     """The server's binaries are not installed here."""
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def terminate(proc: subprocess.Popen[bytes] | None) -> None:

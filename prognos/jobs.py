@@ -146,16 +146,21 @@ def group_incidents(context: ServiceContext) -> GroupingResult:
             session, models=settings.models, rca=settings.rca, longest_step=longest, now=now
         )
         session.commit()
-        if result.opened or result.updated:
-            remediation_flows.propose_for_incidents(
-                session,
-                [*result.opened, *result.updated],
-                playbooks=context.loaded_playbooks(),
-                clock=context.clock,
-            )
+        _propose(context, session, result)
     for incident_id in result.closed:
         log.info("incident %d closed: its alarms and breach warnings have cleared", incident_id)
     return result
+
+
+def _propose(context: ServiceContext, session: Session, result: GroupingResult) -> None:
+    """The proposal sets of the incidents a grouping opened or grew (each committed alone)."""
+    if result.opened or result.updated:
+        remediation_flows.propose_for_incidents(
+            session,
+            [*result.opened, *result.updated],
+            playbooks=context.loaded_playbooks(),
+            clock=context.clock,
+        )
 
 
 def alertmanager_cycle(context: ServiceContext) -> None:
@@ -170,13 +175,7 @@ def alertmanager_cycle(context: ServiceContext) -> None:
         )
         prune_received(session, before=now - settings.rca.incident_retention)
         session.commit()
-        if held.opened or held.updated:
-            remediation_flows.propose_for_incidents(
-                session,
-                [*held.opened, *held.updated],
-                playbooks=context.loaded_playbooks(),
-                clock=context.clock,
-            )
+        _propose(context, session, held)
         if not am.urls:
             return
         longest = max((t.step_seconds for t in context.targets), default=60)

@@ -17,12 +17,19 @@ _SESSIONS: dict[str, sessionmaker[Session]] = {}
 def take(
     database_url: str, body: bytes, encoding: str | None, kind: str, limit: int
 ) -> tuple[int, str, int]:
-    """Inflate, decode and store one export, all of its spans or none: (rejected spans, the
-    reason they were rejected, spans stored). OTLP errors raise `otlp.OtlpError`."""
-    decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
+    """`take_into` a session factory of its own on `database_url` (made once per process)."""
     sessions = _SESSIONS.get(database_url)
     if sessions is None:
         sessions = _SESSIONS[database_url] = session_factory(create_engine(database_url))
+    return take_into(sessions, body, encoding, kind, limit)
+
+
+def take_into(
+    sessions: sessionmaker[Session], body: bytes, encoding: str | None, kind: str, limit: int
+) -> tuple[int, str, int]:
+    """Inflate, decode and store one export, all of its spans or none: (rejected spans, the
+    reason they were rejected, spans stored). OTLP errors raise `otlp.OtlpError`."""
+    decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
     with session_scope(sessions) as session:
         stored = store_spans(session, decoded.spans)
         session.commit()

@@ -18,7 +18,6 @@ from api.deps import ContextDep, remember_use
 from core.database import session_scope
 from core.errors import PrognosError
 from ingest import otlp, span_intake
-from ingest.span_store import store_spans
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["traces"])
@@ -131,11 +130,7 @@ def _ingest(
     if len(body) >= OFFLOAD_BYTES:
         url = context.engine.url.render_as_string(hide_password=False)
         return _worker.take(url, body, encoding, kind, limit)
-    decoded = otlp.inflate_and_decode(body, encoding, kind, limit)
-    with session_scope(context.sessions) as session:
-        stored = store_spans(session, decoded.spans)  # all of the batch or none of it
-        session.commit()
-    return decoded.rejected, decoded.reason, stored
+    return span_intake.take_into(context.sessions, body, encoding, kind, limit)
 
 
 def _authorize(request: Request, context: ContextDep) -> None:

@@ -172,14 +172,14 @@ def test_an_unavailable_database_is_503_with_retry_after(
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    import api.routes.traces as traces
+    from ingest import span_intake
 
     token = bearer(issue(Role.INGEST))
 
     def down(*_: object, **__: object) -> int:
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(traces, "store_spans", down)
+    monkeypatch.setattr(span_intake, "store_spans", down)
     answer = client.post(
         "/v1/traces", content=request().SerializeToString(), headers={**token, **PB}
     )
@@ -215,7 +215,7 @@ def test_inflating_decoding_and_storing_run_off_the_event_loop(
     import asyncio
 
     from api.routes import traces
-    from ingest import otlp
+    from ingest import otlp, span_intake
 
     on_loop: list[str] = []
 
@@ -232,7 +232,7 @@ def test_inflating_decoding_and_storing_run_off_the_event_loop(
 
     monkeypatch.setattr(otlp, "inflate", watch("inflate", otlp.inflate))
     monkeypatch.setattr(otlp, "decode", watch("decode", otlp.decode))
-    monkeypatch.setattr(traces, "store_spans", watch("store", traces.store_spans))
+    monkeypatch.setattr(span_intake, "store_spans", watch("store", span_intake.store_spans))
     monkeypatch.setattr(traces, "authenticate", watch("authenticate", traces.authenticate))
     body = gzip.compress(request().SerializeToString())
     token = bearer(issue(Role.INGEST))

@@ -85,6 +85,7 @@ from models.forecasters.base import (  # noqa: E402
 )
 from models.forecasters.registry import FORECASTERS, build  # noqa: E402
 from sim.scenarios import STEP, suite  # noqa: E402
+from sim.seeds import parse_seeds  # noqa: E402
 
 DEFAULT_MODELS = "lstm,median_band,naive,predict_linear"
 #: `scenario_digest()` when the generators and threshold rule were frozen, before tuning.
@@ -147,21 +148,6 @@ def make_model(name: str, step: int, epochs: int, seed: int = 0) -> Forecaster:
     if name == PredictLinearForecaster.name:
         return PredictLinearForecaster(PredictLinearConfig.model_validate(config))
     return build(name, config)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-19' or '0-4,10,12-13' -> sorted unique seeds."""
-    seeds: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = (int(p) for p in part.split("-", 1))
-            seeds.update(range(lo, hi + 1))
-        else:
-            seeds.add(int(part))
-    return sorted(seeds)
 
 
 def fmt(value: float, pattern: str = "{:.2f}") -> str:

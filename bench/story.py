@@ -51,19 +51,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 sys.path.insert(0, str(ROOT))
 
 from prognos.demo import Story, StoryOptions, Timeline, stepped_clock  # noqa: E402
+from sim.seeds import parse_seeds  # noqa: E402
 from sim.shop import FAULT_KINDS, SERVICES  # noqa: E402
 
 #: simulated "now" of every run (the clock is stepped; where it starts changes nothing)
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday morning
 LIMITED = ("leak", "latency")  # the kinds that cross a configured limit
-
-
-def _seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b or a) + 1))
-    return out
 
 
 def _train_template(forecaster: str, seed: int, work: Path) -> Path | None:
@@ -148,7 +141,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "story.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    seeds, kinds = _seeds(args.seeds), args.kinds.split(",")
+    seeds, kinds = parse_seeds(args.seeds), args.kinds.split(",")
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "seeds": seeds,

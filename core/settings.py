@@ -121,6 +121,13 @@ class BreachSettings(_Section):
     consecutive: int = Field(default=4, ge=1)
 
 
+def _whole_seconds(value: timedelta) -> timedelta:
+    seconds = value.total_seconds()
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError("step must be a whole number of seconds, at least 1s")
+    return value
+
+
 class TargetSettings(_Section):
     """A named PromQL query; every series it returns is forecast on its own."""
 
@@ -149,14 +156,50 @@ class TargetSettings(_Section):
     @field_validator("step")
     @classmethod
     def _step(cls, value: timedelta) -> timedelta:
-        seconds = value.total_seconds()
-        if seconds < 1 or seconds != int(seconds):
-            raise ValueError("step must be a whole number of seconds, at least 1s")
-        return value
+        return _whole_seconds(value)
 
     @property
     def step_seconds(self) -> int:
         return int(self.step.total_seconds())
+
+
+class RulesSettings(_Section):
+    """Prometheus' own alerting rules as forecast targets: every rule that compares a series with
+    a constant (`expr > c`, `c < expr`, ...) is forecast and warned before it fires, with the
+    rule's threshold (docs/rules.md). Read from `/api/v1/rules` of `prometheus.url`."""
+
+    enabled: bool = Field(default=False, description="read and forecast the alerting rules")
+    refresh: Duration = Field(
+        default=timedelta(minutes=5), description="how often the rules are read again"
+    )
+    step: Duration = Field(
+        default=timedelta(seconds=60), description="the step of every rule's derived target"
+    )
+    lookback: Duration = Field(
+        default=timedelta(hours=6), description="history of a rule's series pulled at first"
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="regexes on `<group>/<alert>`: only matching rules (empty: all)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="regexes on `<group>/<alert>`: rules left out"
+    )
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: timedelta) -> timedelta:
+        return _whole_seconds(value)
 
 
 class IngestSettings(_Section):
@@ -386,6 +429,7 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = PrometheusSettings()
     replay: ReplaySettings = ReplaySettings()
     targets: list[TargetSettings] = Field(default_factory=list)
+    rules: RulesSettings = RulesSettings()
     ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -417,10 +461,11 @@ class Settings(BaseSettings):
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
         if self.source == "prometheus" and self.prometheus.url is None:
             raise ValueError("source is prometheus but prometheus.url is not set")
-        if self.effective_source == "prometheus" and not self.targets:
+        if self.effective_source == "prometheus" and not self.targets and not self.rules.enabled:
             raise ValueError(
                 "Prometheus is configured but there are no targets: add at least one under "
-                "`targets:` (name + PromQL query)"
+                "`targets:` (name + PromQL query), or forecast its alerting rules "
+                "(`rules: {enabled: true}`)"
             )
         return self
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import requests
@@ -56,6 +56,24 @@ def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes], log: 
     raise RuntimeError(
         f"server at {url} not ready after {deadline_s}s; log:\n{log.read_text()[-3000:]}"
     )
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Startable)
+
+
+def started(server: _S) -> _S:
+    """`server` started; stopped again (whatever it left running) if starting failed."""
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 # ----------------------------------------------------------------------------- Prometheus
@@ -140,10 +158,23 @@ def prometheus_available() -> bool:
     return bool(shutil.which("prometheus") and shutil.which("promtool"))
 
 
-def start_prometheus(workdir: Path, series: Iterable[MetricSeries]) -> PrometheusServer:
-    """Backfill `series` with promtool into a fresh TSDB and start Prometheus on it."""
+def start_prometheus(
+    workdir: Path, series: Iterable[MetricSeries], config: str | None = None
+) -> PrometheusServer:
+    """Backfill `series` with promtool into a fresh TSDB and start Prometheus on it (with
+    `config`, prometheus.yml's text, e.g. to scrape a service; else it scrapes nothing)."""
     if not prometheus_available():
         raise ServerMissing("prometheus/promtool not installed (apt-get install prometheus)")
+    backfill(workdir, series)
+    server = PrometheusServer(workdir, free_port())
+    if config is not None:
+        server.config = config
+    return started(server)
+
+
+def backfill(workdir: Path, series: Iterable[MetricSeries]) -> None:
+    """Write `series` as blocks into workdir/tsdb with promtool (Prometheus stopped, or not
+    started yet: it reads the blocks when it starts)."""
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "history.om"
     write_openmetrics(source, series)
@@ -158,13 +189,6 @@ def start_prometheus(workdir: Path, series: Iterable[MetricSeries]) -> Prometheu
     if result.returncode != 0:
         raise RuntimeError(f"promtool failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     source.unlink()
-    server = PrometheusServer(workdir, free_port())
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -253,12 +277,7 @@ def start_postgres() -> PostgresServer:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     server = PostgresServer(root, free_port())
-    try:
-        server.start()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return started(server)
 
 
 # ----------------------------------------------------------------------------- OpenBao

@@ -16,6 +16,7 @@ for _module in (
     "rca.alertmanager.tables",
     "remediation.tables",
     "api.tables",
+    "core.selfmetrics.tables",
 ):
     importlib.import_module(_module)
 

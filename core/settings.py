@@ -85,6 +85,17 @@ class PrometheusSettings(_Section):
         "one core, which costs more than the transfer on a LAN)",
     )
     max_points_per_chunk: int = Field(default=10_000, ge=2, le=11_000)
+    read_api: Literal["query_range", "remote_read", "auto"] = Field(
+        default="query_range",
+        description="how range reads (backfill, catch-up, cycles) reach Prometheus: remote_read "
+        "(/api/v1/read, protobuf + snappy) serves targets whose query is a plain selector, "
+        "other queries use query_range; auto also falls back when the server has no remote read",
+    )
+    lookback_delta: Duration = Field(
+        default=timedelta(minutes=5),
+        description="the server's --query.lookback-delta: remote-read points are evaluated on "
+        "the step grid with it, as query_range does",
+    )
 
     @field_validator("url")
     @classmethod
@@ -408,6 +419,35 @@ class AlertmanagerSettings(_Section):
         return _http_url(value) if value else None
 
 
+class RemoteWriteSettings(_Section):
+    """Where each cycle's forecasts, scores and breach probabilities (the samples /metrics
+    shows) are pushed with Prometheus remote-write 1.0; no URL: nothing is pushed."""
+
+    url: str | None = Field(
+        default=None, description="e.g. http://127.0.0.1:9090/api/v1/write (the full endpoint)"
+    )
+    auth: PrometheusAuthSettings = PrometheusAuthSettings()
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    timeout: Duration = Field(default=timedelta(seconds=10), description="per request")
+    max_samples_per_request: int = Field(default=5_000, ge=1, le=1_000_000)
+    max_pending_samples: int = Field(
+        default=200_000,
+        ge=0,
+        description="samples of failed pushes kept in memory and sent again first next cycle "
+        "(oldest dropped beyond this)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _http_url(value) if value else None
+
+
+class ExportSettings(_Section):
+    remote_write: RemoteWriteSettings = RemoteWriteSettings()
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -438,6 +478,7 @@ class Settings(BaseSettings):
     vault: VaultSettings = VaultSettings()
     remediation: RemediationSettings = RemediationSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
+    export: ExportSettings = ExportSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -363,6 +363,11 @@ class VaultSettings(_Section):
     ca_file: Path | None = None
     verify: bool = True
     timeout: Duration = timedelta(seconds=10)
+    check_every: Duration = Field(
+        default=timedelta(minutes=1),
+        description="the daemon checks Vault's health and its own token's TTL this often "
+        "(prognos_vault_up, prognos_vault_token_ttl_seconds)",
+    )
 
 
 class RemediationSettings(_Section):
@@ -378,6 +383,11 @@ class RemediationSettings(_Section):
     audit_checkpoint: Path | None = Field(
         default=None,
         description="second sink for the audit chain head (default <data_dir>/audit-head)",
+    )
+    audit_verify_every: Duration = Field(
+        default=timedelta(minutes=15),
+        description="the daemon verifies the audit chain against its checkpoint this often "
+        "(prognos_audit_chain_ok)",
     )
 
 

@@ -159,14 +159,18 @@ def prometheus_available() -> bool:
 
 
 def start_prometheus(
-    workdir: Path, series: Iterable[MetricSeries], config: str | None = None
+    workdir: Path,
+    series: Iterable[MetricSeries],
+    config: str | None = None,
+    flags: Iterable[str] = (),
 ) -> PrometheusServer:
     """Backfill `series` with promtool into a fresh TSDB and start Prometheus on it (with
-    `config`, prometheus.yml's text, e.g. to scrape a service; else it scrapes nothing)."""
+    `config`, prometheus.yml's text, e.g. to scrape a service; else it scrapes nothing; `flags`
+    are more command-line flags, e.g. `--web.enable-remote-write-receiver`)."""
     if not prometheus_available():
         raise ServerMissing("prometheus/promtool not installed (apt-get install prometheus)")
     backfill(workdir, series)
-    server = PrometheusServer(workdir, free_port())
+    server = PrometheusServer(workdir, free_port(), flags=tuple(flags))
     if config is not None:
         server.config = config
     return started(server)

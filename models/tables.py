@@ -142,3 +142,18 @@ class ForecastHistoryRow(Base):
     p10: Mapped[float] = mapped_column(sa.Float(precision=53))
     p50: Mapped[float] = mapped_column(sa.Float(precision=53))
     p90: Mapped[float] = mapped_column(sa.Float(precision=53))
+
+
+class ModelArtifactRow(Base):
+    """A model version's artifact files, for `models.artifact_store: database`: every host on
+    the database loads the same bytes, checked on load against the checksums in the metadata
+    (models.artifacts), as a folder's files are."""
+
+    __tablename__ = "model_artifacts"
+
+    family: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    config_json: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    weights_pt: Mapped[bytes | None] = mapped_column(sa.LargeBinary)  #: None: no weights
+    metadata_json: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

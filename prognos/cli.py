@@ -23,7 +23,7 @@ from rich.table import Table
 
 from core.clock import from_epoch, to_epoch
 from core.database import create_engine, migrate, safe_url, session_scope
-from core.durations import format_duration, parse_duration
+from core.durations import parse_duration
 from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
@@ -114,22 +114,14 @@ def run(
     ] = None,
 ) -> None:
     """API + scheduler + executor in one process: the embedded default."""
-    from prognos.daemon import build_scheduler
+    from prognos.daemon import LeadingScheduler
 
     settings = _settings()
     context = _context(settings)
-    scheduler = build_scheduler(context, blocking=False)
-
-    def start() -> None:
-        scheduler.start()
-        log.info("scheduler started: ingest every %s", format_duration(settings.ingest.interval))
-
-    def stop() -> None:
-        scheduler.shutdown(wait=True)  # lets a running cycle finish
-        log.info("scheduler stopped")
-
-    context.on_start.append(start)
-    context.on_stop.append(stop)
+    # Leads like a daemon: beside a `prognos daemon` on the same database it stands by.
+    scheduler = LeadingScheduler(context)
+    context.on_start.append(scheduler.start)
+    context.on_stop.append(scheduler.stop)  # lets a running cycle finish
     _serve(context, host, port, duration)
 
 

@@ -17,6 +17,7 @@ for _module in (
     "remediation.tables",
     "api.tables",
     "core.selfmetrics.tables",
+    "core.leadership",
 ):
     importlib.import_module(_module)
 

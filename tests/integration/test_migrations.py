@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
 import api.tables  # noqa: F401  (registers its tables on Base.metadata)
+import core.leadership
 import core.selfmetrics.tables  # noqa: F401
 import ingest.tables  # noqa: F401
 import models.tables  # noqa: F401

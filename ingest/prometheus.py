@@ -28,6 +28,7 @@ from ingest.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
+from ingest.remote_read import RemoteReader
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ class PrometheusSource:
             if v
         ]
         self.last_parse_seconds = 0.0
+        self._remote = (
+            None
+            if settings.read_api == "query_range"
+            else RemoteReader(
+                self,
+                mode=settings.read_api,
+                lookback_delta_s=int(settings.lookback_delta.total_seconds()),
+            )
+        )
 
     @property
     def max_points_per_request(self) -> int:
@@ -119,6 +129,10 @@ class PrometheusSource:
                 f"the {self._max_points}-point limit per request",
                 target=target.name,
             )
+        if self._remote is not None:
+            remote = self._remote.read(target, start, end, step)
+            if remote is not None:
+                return remote
         body = self._request(
             "/api/v1/query_range",
             {"query": target.query, "start": start, "end": end, "step": step},
@@ -128,11 +142,22 @@ class PrometheusSource:
 
     def _request(self, path: str, params: Mapping[str, Any], *, target: str) -> bytes:
         url = f"{self.url}{path}"
+        if self.settings.method == "POST":
+            response = self._send("POST", url, target=target, data=params)
+        else:
+            response = self._send("GET", url, target=target, params=params)
+        return self.body_of(response, path, target=target)
+
+    def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, target: str
+    ) -> requests.Response:
+        """A POST of a binary body (remote read) through the same session and error mapping."""
+        return self._send("POST", f"{self.url}{path}", target=target, data=body, headers=headers)
+
+    def _send(self, method: str, url: str, *, target: str, **kwargs: Any) -> requests.Response:
+        call = self._session.post if method == "POST" else self._session.get
         try:
-            if self.settings.method == "POST":
-                response = self._session.post(url, data=params, timeout=self._timeout)
-            else:
-                response = self._session.get(url, params=params, timeout=self._timeout)
+            return call(url, timeout=self._timeout, **kwargs)
         except requests.Timeout:
             raise SourceTimeoutError(
                 f"Prometheus at {self.url} did not answer within {self._timeout:g}s "
@@ -142,6 +167,9 @@ class PrometheusSource:
             raise SourceUnavailableError(
                 f"Prometheus at {self.url} is unreachable for target {target!r} ({_reason(exc)})"
             ) from None
+
+    def body_of(self, response: requests.Response, path: str, *, target: str) -> bytes:
+        """The body of a 200; any other status as the typed error it means."""
         status = response.status_code
         if status == 200:
             return response.content

@@ -14,7 +14,17 @@ from api import problems
 from api.context import AppContext
 from api.limits import BodyGuard
 from api.metrics import build_registry
-from api.routes import alerts, health, incidents, predictions, remediations, series, traces, ui
+from api.routes import (
+    alerts,
+    health,
+    incidents,
+    predictions,
+    remediations,
+    rules,
+    series,
+    traces,
+    ui,
+)
 
 
 def _version() -> str:
@@ -60,6 +70,7 @@ def create_app(context: AppContext) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(incidents.router)
     app.include_router(alerts.router)
+    app.include_router(rules.router)
     app.include_router(ui.router)
 
     def openapi() -> dict[str, Any]:

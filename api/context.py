@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import Clock
 from core.settings import Settings, TargetSettings
 from ingest.domain import Source
+from models.rules.domain import RuleSet
 from models.service import ServingModels
 from remediation.playbooks import Playbook
 
@@ -49,3 +50,6 @@ class AppContext(Protocol):
         ...
 
     def loaded_playbooks(self) -> dict[str, Playbook]: ...
+    def refresh_rules(self) -> RuleSet | None:
+        """Prometheus' alerting rules, read again when `rules.refresh` has passed (None: off)."""
+        ...

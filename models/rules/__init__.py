@@ -1,0 +1,1 @@
+"""Prometheus alerting rules forecast: which rules will fire, when, and how likely."""

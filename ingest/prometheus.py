@@ -10,6 +10,7 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from core.settings import PrometheusSettings, TargetSettings
+from core.settings import PrometheusAuthSettings, PrometheusSettings, TargetSettings
 from ingest.chunking import PROMETHEUS_MAX_POINTS
 from ingest.domain import PullResult, SeriesData, SeriesKey
 from ingest.errors import (
@@ -45,23 +46,11 @@ class PrometheusSource:
         self.url = settings.url
         self._timeout = settings.timeout.total_seconds()
         self._max_points = min(settings.max_points_per_chunk, PROMETHEUS_MAX_POINTS)
-        session = requests.Session()
-        session.trust_env = False  # never pick up proxies or netrc credentials from the host
-        session.verify = str(settings.ca_file) if settings.ca_file else settings.tls_verify
-        auth = settings.auth
-        headers: dict[str, str] = {}
-        basic: tuple[str, str] | None = None
-        if auth.type == "bearer":
-            token = (
-                auth.token.get_secret_value() if auth.token else _read_token_file(auth.token_file)
-            )
-            headers["Authorization"] = f"Bearer {token}"
-        elif auth.type == "basic":
-            basic = (auth.username or "", auth.password.get_secret_value() if auth.password else "")
+        session, self._secrets = authenticated_session(
+            settings.auth, tls_verify=settings.tls_verify, ca_file=settings.ca_file
+        )
         if not settings.compression:
-            headers["Accept-Encoding"] = "identity"
-        session.headers.update(headers)
-        session.auth = basic
+            session.headers["Accept-Encoding"] = "identity"
         retry = Retry(
             total=settings.retries,
             connect=settings.retries,
@@ -82,15 +71,6 @@ class PrometheusSource:
             disable_ssl=not settings.tls_verify,
         )
         self._session = session
-        # Values never to echo back, e.g. when a proxy reflects the request in an error body.
-        self._secrets = [
-            v
-            for v in (
-                headers.get("Authorization", "").removeprefix("Bearer "),
-                basic[1] if basic else "",
-            )
-            if v
-        ]
         self.last_parse_seconds = 0.0
         self._remote = (
             None
@@ -250,6 +230,27 @@ def _series(target: str, item: Mapping[str, Any]) -> SeriesData:
         values,
         dropped_non_finite=dropped,
     )
+
+
+def authenticated_session(
+    auth: PrometheusAuthSettings, *, tls_verify: bool, ca_file: Path | None
+) -> tuple[requests.Session, list[str]]:
+    """A session that sends these credentials and never picks up the host's proxies or netrc;
+    and the secret values in it, never to echo back (e.g. when a proxy reflects the request in
+    an error body)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca_file) if ca_file else tls_verify
+    secrets: list[str] = []
+    if auth.type == "bearer":
+        token = auth.token.get_secret_value() if auth.token else _read_token_file(auth.token_file)
+        session.headers["Authorization"] = f"Bearer {token}"
+        secrets.append(token)
+    elif auth.type == "basic":
+        password = auth.password.get_secret_value() if auth.password else ""
+        session.auth = (auth.username or "", password)
+        secrets.append(password)
+    return session, [s for s in secrets if s]
 
 
 def _read_token_file(path: Any) -> str:

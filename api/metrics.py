@@ -13,14 +13,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
 
 from api.context import AppContext
+from core.selfmetrics import service as selfmetrics
 from ingest.tables import IngestRunRow, IngestRunTotalRow, SeriesRow, WatermarkRow
-from models.tables import BreachRow, DetectorStateRow, ForecastRow
+from models.tables import BreachRow, DetectorStateRow, ForecastRow, ModelRow
+from rca.tables import IncidentRow
+from remediation.domain import ExecutionStatus, ProposalStatus
+from remediation.selfchecks import AUDIT_CHECK, INCIDENTS_OPENED, VAULT_CHECK
+from remediation.tables import ExecutionRow, ProposalRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -81,6 +88,11 @@ class StateCollector(Collector):
                 points.add_metric([target], total)
         yield from (series, watermark, points, runs, last_ok)
         yield from self._predictions()
+        with self.context.sessions() as session:
+            yield from _cycle(session)
+            yield from _models(session)
+            yield from _remediation(session)
+            yield from _intake_and_checks(session)
 
     def _predictions(self) -> Iterator[Metric]:
         """Forecasts at 5/15/30 minutes ahead and the newest anomaly score of every series."""
@@ -139,6 +151,122 @@ class StateCollector(Collector):
 
 
 _HORIZONS = (("5m", 300), ("15m", 900), ("30m", 1800))
+INCIDENT_STATES = ("open", "closed")
+
+
+def _cycle(session: Session) -> Iterator[Metric]:
+    """The daemon's cycle stages: duration histograms, last success, failures."""
+    durations = HistogramMetricFamily(
+        "prognos_cycle_duration_seconds",
+        "Seconds each run of a daemon cycle stage took (stage=cycle: the whole cycle)",
+        labels=["stage"],
+    )
+    last_ok = GaugeMetricFamily(
+        "prognos_cycle_last_success_timestamp_seconds",
+        "When the stage last finished without error (0: it ran but never succeeded)",
+        labels=["stage"],
+    )
+    failures = CounterMetricFamily(
+        "prognos_cycle_failures", "Runs of the stage that raised", labels=["stage"]
+    )
+    for stats in selfmetrics.stage_stats(session):
+        buckets = [(f"{le:g}", float(n)) for le, n in stats.buckets]
+        durations.add_metric(
+            [stats.stage], [*buckets, ("+Inf", float(stats.runs))], sum_value=stats.seconds
+        )
+        done = stats.last_success_at
+        last_ok.add_metric([stats.stage], _epoch(done) if done is not None else 0.0)
+        failures.add_metric([stats.stage], stats.failures)
+    yield from (durations, last_ok, failures)
+
+
+def _models(session: Session) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "prognos_model_info",
+        "1 for the active model version of each family",
+        labels=["family", "version", "forecaster"],
+    )
+    trained = GaugeMetricFamily(
+        "prognos_model_trained_timestamp_seconds",
+        "When the active model of the family was trained",
+        labels=["family"],
+    )
+    for row in session.scalars(
+        sa.select(ModelRow).where(ModelRow.status == "active").order_by(ModelRow.family)
+    ):
+        info.add_metric([row.family, str(row.version), row.forecaster], 1)
+        trained.add_metric([row.family], _epoch(row.created_at))
+    yield from (info, trained)
+
+
+def _remediation(session: Session) -> Iterator[Metric]:
+    """Incidents, proposals and executions by state now, and the counters of new ones."""
+    for name, help_text, column, states in (
+        ("prognos_incidents", "Incidents stored now by state", IncidentRow.status, INCIDENT_STATES),
+        ("prognos_proposals", "Remediation proposals by state", ProposalRow.status, ProposalStatus),
+        ("prognos_executions", "Executions by state", ExecutionRow.status, ExecutionStatus),
+    ):
+        counts = dict.fromkeys(map(str, states), 0)
+        counts.update(session.execute(sa.select(column, sa.func.count()).group_by(column)).all())
+        family = GaugeMetricFamily(name, help_text, labels=["state"])
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+    newest = session.scalar(sa.select(sa.func.max(IncidentRow.id))) or 0
+    opened = CounterMetricFamily(
+        "prognos_incidents_opened", "Incidents ever opened (the highest incident id)"
+    )
+    opened.add_metric([], max(int(newest), selfmetrics.high_water(session, INCIDENTS_OPENED)))
+    started = CounterMetricFamily(
+        "prognos_executions_started", "Executions that ever started running"
+    )
+    started.add_metric(
+        [],
+        session.scalar(sa.select(sa.func.count()).where(ExecutionRow.started_at.is_not(None))) or 0,
+    )
+    yield from (opened, started)
+
+
+def _intake_and_checks(session: Session) -> Iterator[Metric]:
+    """OTLP intake totals; the newest audit chain verification and Vault check."""
+    requests = CounterMetricFamily(
+        "prognos_otlp_requests", "POST /v1/traces requests by outcome", labels=["outcome"]
+    )
+    spans = CounterMetricFamily(
+        "prognos_otlp_spans",
+        "Spans stored (accepted) and spans an accepted export carried that were rejected",
+        labels=["outcome"],
+    )
+    for outcome, (count, total) in selfmetrics.otlp_totals(session).items():
+        requests.add_metric([outcome], count)
+        spans.add_metric([outcome], total)
+    yield from (requests, spans)
+    found = selfmetrics.checks(session)
+    audit = found.get(AUDIT_CHECK)
+    if audit is not None:
+        yield GaugeMetricFamily(
+            "prognos_audit_chain_ok",
+            "1 if the newest verification found the audit chain intact, 0 if broken",
+            value=float(audit.ok),
+        )
+        yield GaugeMetricFamily(
+            "prognos_audit_verified_timestamp_seconds",
+            "When the audit chain was last verified",
+            value=_epoch(audit.checked_at),
+        )
+    vault = found.get(VAULT_CHECK)
+    if vault is not None:
+        yield GaugeMetricFamily(
+            "prognos_vault_up",
+            "1 if Vault answered unsealed and the service token could be looked up",
+            value=float(vault.ok),
+        )
+        if vault.value is not None:
+            yield GaugeMetricFamily(
+                "prognos_vault_token_ttl_seconds",
+                "Seconds left on the service's own Vault token when last checked",
+                value=vault.value,
+            )
 
 
 def _labels(series: SeriesRow) -> dict[str, str]:

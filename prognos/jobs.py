@@ -4,6 +4,7 @@ flow (`rca/flows.py`, `remediation/flows.py`: what crosses domains), commits and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import requests
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import to_epoch
 from core.database import session_scope
+from core.selfmetrics import service as selfmetrics
 from core.settings import TargetSettings
 from ingest import service as ingest_service
 from ingest.errors import IngestError
@@ -27,7 +29,9 @@ from rca.alertmanager import flows as alertmanager_flows
 from rca.alertmanager.webhook import prune_received
 from rca.incidents import GroupingResult, prune_incidents
 from remediation import flows as remediation_flows
+from remediation import selfchecks
 from remediation import service as remediation_service
+from remediation.audit import checkpoint_for
 from remediation.tables import ProposalRow
 
 log = logging.getLogger(__name__)
@@ -133,7 +137,8 @@ def cycle(context: ServiceContext) -> None:
     configured Alertmanagers (breach warnings and open incidents, posted and resolved) and
     expire stale proposals. Each stage has its own session and error boundary: one that fails
     is logged and the later ones still run, so a database error in RCA or proposing never
-    skips the expiry of stale approvals."""
+    skips the expiry of stale approvals. Each stage's duration and outcome, and the whole
+    cycle's (stage `cycle`), are recorded for /metrics (docs/metrics.md)."""
     stages = (
         refresh_rules,
         ingest_cycle,
@@ -141,12 +146,62 @@ def cycle(context: ServiceContext) -> None:
         group_incidents,
         alertmanager_cycle,
         expire_proposals,
+        self_checks,
     )
+    started = time.perf_counter()
+    ok = True
     for stage in stages:
-        try:
-            stage(context)
-        except Exception:
-            log.exception("cycle stage %s failed; the later stages still run", stage.__name__)
+        ok = _run_stage(context, stage) and ok
+    _record_stage(context, "cycle", time.perf_counter() - started, ok=ok)
+
+
+def _run_stage(context: ServiceContext, stage: Callable[[ServiceContext], object]) -> bool:
+    started = time.perf_counter()
+    try:
+        stage(context)
+        ok = True
+    except Exception:
+        log.exception("cycle stage %s failed; the later stages still run", stage.__name__)
+        ok = False
+    _record_stage(context, stage.__name__, time.perf_counter() - started, ok=ok)
+    return ok
+
+
+def _record_stage(context: ServiceContext, stage: str, seconds: float, *, ok: bool) -> None:
+    """Count a stage's run for /metrics; a database that refuses it is logged, nothing more."""
+    try:
+        with session_scope(context.sessions) as session:
+            selfmetrics.record_stage(
+                session, stage=stage, seconds=seconds, ok=ok, now=context.clock.now()
+            )
+            session.commit()
+    except Exception:
+        log.exception("could not record cycle stage %s for /metrics", stage)
+
+
+def self_checks(context: ServiceContext) -> None:
+    """What /metrics says about the service itself, each when due: the audit chain verified
+    against its checkpoint (every remediation.audit_verify_every), Vault's health and the
+    service token's TTL (every vault.check_every, when vault.url is set); and the incident
+    high-water mark, every cycle."""
+    settings, now = context.settings, context.clock.now()
+    with session_scope(context.sessions) as session:
+        selfchecks.mark_incidents_opened(session)
+        verified = selfchecks.verify_audit(
+            session,
+            checkpoint=checkpoint_for(settings),
+            every=settings.remediation.audit_verify_every,
+            now=now,
+        )
+        session.commit()
+        vault_due = selfchecks.vault_due(session, settings=settings.vault, now=now)
+    if verified is not None and not verified.ok:
+        log.error("%s; `prognos audit verify` lists the problems", verified.summary())
+    if vault_due:  # no session is held over Vault's HTTP calls
+        status = selfchecks.vault_status(selfchecks.broker_for(settings.vault))
+        with session_scope(context.sessions) as session:
+            selfchecks.record_vault(session, status, now=now)
+            session.commit()
 
 
 def group_incidents(context: ServiceContext) -> GroupingResult:

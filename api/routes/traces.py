@@ -17,6 +17,7 @@ from api.auth import AuthError, Role, authenticate, needs_recording
 from api.deps import ContextDep, remember_use
 from core.database import session_scope
 from core.errors import PrognosError
+from core.selfmetrics import service as selfmetrics
 from ingest import otlp, span_intake
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,25 @@ _OTLP_BODY = {
     },
 )
 async def export_traces(request: Request, context: ContextDep) -> Response:
+    response, stored, rejected = await _export(request, context)
+    await run_in_threadpool(_count, context, response.status_code == 200, stored, rejected)
+    return response
+
+
+def _count(context: ContextDep, accepted: bool, stored: int, rejected: int) -> None:
+    """One upsert per export for /metrics (prognos_otlp_*); counting never fails the export."""
+    try:
+        with session_scope(context.sessions) as session:
+            selfmetrics.count_otlp(
+                session, accepted=accepted, spans=stored, rejected_spans=rejected
+            )
+            session.commit()
+    except Exception as exc:
+        log.warning("could not count an OTLP export for /metrics: %s", type(exc).__name__)
+
+
+async def _export(request: Request, context: ContextDep) -> tuple[Response, int, int]:
+    """The answer, the spans stored and the spans rejected."""
     declared = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     kind = declared if declared in (otlp.PROTOBUF, otlp.JSON) else otlp.JSON
     limit = context.settings.spans.max_request_bytes
@@ -79,13 +99,13 @@ async def export_traces(request: Request, context: ContextDep) -> Response:
             _ingest, context, bytes(body), encoding, kind, limit
         )
     except otlp.OtlpError as exc:
-        return _error(kind, exc)
+        return _error(kind, exc), 0, 0
     except (OperationalError, PrognosError) as exc:
         log.warning("span intake unavailable: %s", type(exc).__name__)
         error = otlp.OtlpError(503, otlp.UNAVAILABLE, "span store unavailable; retry later")
-        return _error(kind, error, {"Retry-After": "5"})
+        return _error(kind, error, {"Retry-After": "5"}), 0, 0
     log.debug("stored %d spans (%d rejected)", stored, rejected)
-    return _answer(kind, 200, otlp.success_body(kind, rejected, reason))
+    return _answer(kind, 200, otlp.success_body(kind, rejected, reason)), stored, rejected
 
 
 #: Exports at least this large are taken whole (inflated, decoded, stored) by a worker process:

@@ -1,4 +1,4 @@
-"""`prognos playbook …` and `prognos audit …`: playbook validation and the audit chain.
+"""`prognos playbook …` and `prognos audit …`: playbook validation, the audit chain and its anchor.
 
 Commands read the configuration through ``prognos.cli._settings()`` (imported inside the command,
 since ``prognos.cli`` imports this module).
@@ -156,3 +156,54 @@ def audit_show(
                 f"{entry.subject}  {data}  {entry.hash[:12]}"
             )
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@audit_app.command("reanchor")
+def audit_reanchor(
+    reason: Annotated[
+        str, typer.Option(help="why, e.g. 'restored the backup of 2026-11-29 after disk loss'")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    actor: Annotated[
+        str | None, typer.Option(help="who re-anchors (default: cli:<login name>)")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="the anchor file (default: remediation.audit_checkpoint)"),
+    ] = None,
+) -> None:
+    """Admin: move the audit anchor back to the chain's head after restoring an older backup.
+
+    Refused when the chain itself is damaged or already agrees with its anchor. The re-anchoring
+    is an entry of the chain: who, why, the old anchor and the head it now points at."""
+    import getpass
+
+    from prognos.cli import console, err
+    from remediation import audit
+
+    settings, sessions = _sessions()
+    anchor = checkpoint or audit.checkpoint_for(settings)
+    with sessions() as session:
+        old, head = audit.reanchor_plan(session, anchor)
+    was = "no anchor" if old is None else f"entry {old.seq} ({old.hash[:12]})"
+    err.print(
+        f"The anchor at {anchor} points at {was}; the chain in the database ends at entry "
+        f"{head.seq} ({head.hash[:12]}). Re-anchoring accepts that chain as the truth.",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not yes and not typer.confirm("Re-anchor the audit chain?", err=True):
+        err.print("nothing changed", markup=False)
+        raise typer.Exit(1)
+    with sessions() as session:
+        done = audit.reanchor(
+            session, anchor, actor=actor or f"cli:{getpass.getuser()}", reason=reason
+        )
+    console.print(
+        f"re-anchored: entry {done.entry.seq} ({done.entry.action}) records it; the anchor now "
+        f"points at entry {done.entry.seq}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -3,7 +3,9 @@
 Each entry's hash is sha256 over the canonical JSON of (seq, ts, actor, action, subject, data,
 prev_hash). Editing, removing or reordering entries breaks the chain; truncating the tail or
 rewriting the whole chain is caught by comparing with the checkpoint file, which is replaced
-atomically after every commit that appended entries and only ever moves forward.
+atomically after every commit that appended entries and only ever moves forward, and only from
+a chain that still holds the anchored entry. The one way back is `reanchor`, an explicit admin
+step (after restoring an older backup) that is itself an entry of the chain.
 Entries never carry secret values (a Vault token's accessor, never the token).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -25,8 +28,9 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.database import dialect_insert
+from core.errors import ErrorKind
 from core.settings import Settings
-from remediation.domain import AuditEntry
+from remediation.domain import AuditEntry, ReasonRequiredError, RemediationError
 from remediation.playbooks import canonical_json
 from remediation.tables import AuditHeadRow, AuditRow
 
@@ -35,6 +39,21 @@ CHECKPOINT_INFO_KEY = "audit_checkpoint"  # session.info key naming the checkpoi
 _PENDING_KEY = "_audit_pending_head"
 _HOOKED_KEY = "_audit_hooked"
 _MAX_PROBLEMS = 50
+REANCHOR_ACTION = "reanchor"
+REANCHOR_SUBJECT = "audit"
+log = logging.getLogger(__name__)
+
+
+class AuditChainError(RemediationError):
+    """The chain itself is damaged (an entry edited, removed or reordered): no re-anchoring."""
+
+    code = "audit_chain_damaged"
+    kind = ErrorKind.CONFLICT
+
+
+class NothingToReanchorError(RemediationError):
+    code = "audit_anchor_agrees"
+    kind = ErrorKind.CONFLICT
 
 
 def checkpoint_for(settings: Settings) -> Path:
@@ -145,9 +164,28 @@ def append(
     )
     session.flush()
     target = checkpoint or session.info.get(CHECKPOINT_INFO_KEY)
-    if target is not None:
+    if target is not None and _extends_anchor(session, Path(target), seq):
         _checkpoint_after_commit(session, Path(target), seq, digest)
     return AuditEntry.from_row(row)
+
+
+def _extends_anchor(session: Session, path: Path, seq: int) -> bool:
+    """Whether this chain still holds the anchored entry, so moving the anchor to `seq` extends
+    what was anchored. After an older backup is restored, new entries must not carry the anchor
+    past the lost ones and hide them: the anchor stays put until an admin re-anchors."""
+    anchored = read_checkpoint(path)
+    if anchored is None or anchored.seq <= 0 or anchored.seq >= seq:
+        return True  # nothing anchored yet, or write_checkpoint leaves it as it is anyway
+    stored = session.scalar(sa.select(AuditRow.hash).where(AuditRow.seq == anchored.seq))
+    if stored == anchored.hash:
+        return True
+    log.error(
+        "audit entry %d appended, but the chain no longer holds the anchored entry %d: the "
+        "anchor stays where it is; `prognos audit verify` says what happened",
+        seq,
+        anchored.seq,
+    )
+    return False
 
 
 def _checkpoint_after_commit(session: Session, path: Path, seq: int, digest: str) -> None:
@@ -186,14 +224,15 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
         return Checkpoint(seq=-1, hash="unreadable")
 
 
-def write_checkpoint(path: Path, seq: int, digest: str) -> None:
-    """Atomically replace the anchor with (seq, hash), unless it already points further on."""
+def write_checkpoint(path: Path, seq: int, digest: str, *, backwards: bool = False) -> None:
+    """Atomically replace the anchor with (seq, hash), unless it already points further on
+    (`backwards=True`, for `reanchor` alone, replaces it wherever it points)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             current = read_checkpoint(path)
-            if current is not None and current.seq >= seq:
+            if current is not None and current.seq >= seq and not backwards:
                 return
             fd, tmp = tempfile.mkstemp(prefix=".audit-head.", dir=path.parent)
             try:
@@ -229,69 +268,161 @@ class VerifyResult:
         return f"audit chain TAMPERED: {len(self.problems)} problem(s)"
 
 
-def verify(session: Session, checkpoint_path: Path | None) -> VerifyResult:
-    """Walk the chain and compare its head with the checkpoint."""
-    problems: list[str] = []
+@dataclass
+class _Walk:
+    """The chain read in order: its own problems, its head, and the anchored entry's hash."""
 
-    def problem(text: str) -> None:
-        if len(problems) < _MAX_PROBLEMS:
-            problems.append(text)
-        elif len(problems) == _MAX_PROBLEMS:
-            problems.append("… more problems not shown")
-
-    expected_seq, prev_hash = 1, GENESIS
-    count, head_seq, head_hash = 0, None, None
-    checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    entries: int = 0
+    head_seq: int | None = None
+    head_hash: str | None = None
     anchor_hash: str | None = None  # the stored hash of the entry the checkpoint names
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < _MAX_PROBLEMS:
+            self.problems.append(text)
+        elif len(self.problems) == _MAX_PROBLEMS:
+            self.problems.append("… more problems not shown")
+
+
+def _walk(session: Session, checkpoint: Checkpoint | None) -> _Walk:
+    walk = _Walk()
+    expected_seq, prev_hash = 1, GENESIS
     rows = session.execute(sa.select(AuditRow).order_by(AuditRow.seq)).scalars()
     for row in rows:
-        count += 1
+        walk.entries += 1
         if row.seq != expected_seq:
             missing = row.seq - expected_seq
             if missing > 0:
-                problem(f"entries {expected_seq}..{row.seq - 1} are missing (removed)")
+                walk.problem(f"entries {expected_seq}..{row.seq - 1} are missing (removed)")
             else:
-                problem(f"entry {row.seq} is out of order")
+                walk.problem(f"entry {row.seq} is out of order")
         if row.prev_hash != prev_hash:
-            problem(
+            walk.problem(
                 f"entry {row.seq}: prev_hash does not match the previous entry's hash "
                 "(an entry before it was removed, reordered or edited)"
             )
         if _row_hash(row) != row.hash:
-            problem(f"entry {row.seq}: contents do not match its hash (edited)")
+            walk.problem(f"entry {row.seq}: contents do not match its hash (edited)")
         if checkpoint is not None and row.seq == checkpoint.seq:
-            anchor_hash = row.hash
+            walk.anchor_hash = row.hash
         expected_seq, prev_hash = row.seq + 1, row.hash
-        head_seq, head_hash = row.seq, row.hash
+        walk.head_seq, walk.head_hash = row.seq, row.hash
         session.expunge(row)
+    return walk
+
+
+_RESTORED_HINT = (
+    "If an older backup of the database was restored on purpose, an admin re-anchors the chain "
+    "with `prognos audit reanchor --reason TEXT` (recorded in the chain); otherwise treat this as "
+    "tampering."
+)
+
+
+def _anchor_problem(walk: _Walk, checkpoint: Checkpoint | None, path: Path) -> str | None:
+    """What is wrong between the chain's head and its anchor, if anything."""
+    if checkpoint is None:
+        return (
+            f"no checkpoint at {path}: the chain's tail cannot be proven" if walk.entries else None
+        )
+    if checkpoint.seq < 0:
+        return f"checkpoint {path} is unreadable"
+    if checkpoint.seq > 0 and walk.anchor_hash is None:
+        last = walk.head_seq or 0
+        return (
+            f"the chain is behind its anchor: the checkpoint says it reaches entry "
+            f"{checkpoint.seq} but it ends at entry {last}, so entries {last + 1}.."
+            f"{checkpoint.seq} were removed from the tail, or an older backup was restored. "
+            + _RESTORED_HINT
+        )
+    if checkpoint.seq > 0 and walk.anchor_hash != checkpoint.hash:
+        return (
+            f"entry {checkpoint.seq} differs from the checkpoint's hash: the chain was "
+            "rewritten, or an older backup was restored and entries were appended since. "
+            + _RESTORED_HINT
+        )
+    return None
+
+
+def verify(session: Session, checkpoint_path: Path | None) -> VerifyResult:
+    """Walk the chain and compare its head with the checkpoint."""
+    checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    walk = _walk(session, checkpoint)
+    problems = list(walk.problems)
     unanchored = 0
     if checkpoint_path is not None:
-        if checkpoint is None:
-            if count:
-                problem(f"no checkpoint at {checkpoint_path}: the chain's tail cannot be proven")
-        elif checkpoint.seq < 0:
-            problem(f"checkpoint {checkpoint_path} is unreadable")
-        elif checkpoint.seq > 0 and anchor_hash is None:
-            problem(
-                f"checkpoint says the chain reaches entry {checkpoint.seq} but it ends at "
-                f"{head_seq or 0}: entries were removed from the tail"
-            )
-        elif checkpoint.seq > 0 and anchor_hash != checkpoint.hash:
-            problem(
-                f"entry {checkpoint.seq} differs from the checkpoint's hash: "
-                "the chain was rewritten"
-            )
-        elif head_seq is not None:
-            unanchored = head_seq - checkpoint.seq
+        anchor_problem = _anchor_problem(walk, checkpoint, checkpoint_path)
+        if anchor_problem is not None:
+            problems.append(anchor_problem)
+        elif checkpoint is not None and walk.head_seq is not None:
+            unanchored = walk.head_seq - checkpoint.seq
     return VerifyResult(
         ok=not problems,
-        entries=count,
-        head_seq=head_seq,
-        head_hash=head_hash,
+        entries=walk.entries,
+        head_seq=walk.head_seq,
+        head_hash=walk.head_hash,
         checkpoint=checkpoint,
         problems=problems,
         unanchored=unanchored,
     )
+
+
+@dataclass(frozen=True)
+class Reanchored:
+    old_anchor: Checkpoint | None
+    chain_head: Checkpoint  # the restored head the anchor was moved back to
+    entry: AuditEntry  # the re-anchor entry, which follows that head and is anchored itself
+
+
+def reanchor_plan(session: Session, checkpoint_path: Path) -> tuple[Checkpoint | None, Checkpoint]:
+    """(the anchor, the chain's head) that `reanchor` would replace and keep; refused when the
+    chain itself is damaged or already agrees with its anchor."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    walk = _walk(session, checkpoint)
+    if walk.problems:
+        raise AuditChainError(
+            "the audit chain itself is damaged, so it cannot be re-anchored: "
+            + "; ".join(walk.problems[:5])
+            + ". Restore an intact backup (`prognos db restore`) first."
+        )
+    if _anchor_problem(walk, checkpoint, checkpoint_path) is None and checkpoint is not None:
+        raise NothingToReanchorError(
+            f"the audit chain and its anchor agree (entry {checkpoint.seq}): nothing to re-anchor"
+        )
+    head = Checkpoint(seq=walk.head_seq or 0, hash=walk.head_hash or GENESIS)
+    return (checkpoint if checkpoint is not None and checkpoint.seq >= 0 else None), head
+
+
+def reanchor(
+    session: Session,
+    checkpoint_path: Path,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime | None = None,
+) -> Reanchored:
+    """Move the anchor back to the chain's head, e.g. after restoring an older backup: an entry
+    naming who, why, the old anchor and the head is appended and committed, then the anchor is
+    replaced with that entry. The chain's own links must be intact."""
+    if not reason.strip():
+        raise ReasonRequiredError("re-anchoring needs a reason (--reason TEXT): it is audited")
+    _lock_head(session)  # no append slips in between the check and the re-anchor entry
+    old, head = reanchor_plan(session, checkpoint_path)
+    entry = append(
+        session,
+        actor=actor,
+        action=REANCHOR_ACTION,
+        subject=REANCHOR_SUBJECT,
+        data={
+            "reason": reason.strip(),
+            "old_anchor": None if old is None else {"seq": old.seq, "hash": old.hash},
+            "new_anchor": {"seq": head.seq, "hash": head.hash},
+        },
+        now=now,
+    )
+    session.commit()
+    write_checkpoint(checkpoint_path, entry.seq, entry.hash, backwards=True)
+    return Reanchored(old_anchor=old, chain_head=head, entry=entry)
 
 
 def entries(

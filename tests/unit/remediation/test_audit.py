@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from remediation import audit
-from remediation.tables import AuditRow
+from remediation.domain import ReasonRequiredError
+from remediation.tables import AuditHeadRow, AuditRow
 from tests.unit.remediation.helpers import later
 
 Sessions = sessionmaker[Session]
@@ -117,9 +118,10 @@ def test_a_fully_rewritten_chain_is_detected_by_the_checkpoint(
         session.commit()
     result = check(sessions, head)
     assert not result.ok
-    assert result.problems == [
+    assert len(result.problems) == 1
+    assert result.problems[0].startswith(
         "entry 5 differs from the checkpoint's hash: the chain was rewritten"
-    ]
+    )
 
 
 def test_a_missing_checkpoint_is_reported(sessions: Sessions, head: Path) -> None:
@@ -185,3 +187,68 @@ def test_a_session_factory_can_be_anchored_once(sessions: Sessions, head: Path) 
         session.commit()
     assert json.loads(head.read_text())["seq"] == 1
     assert check(sessions, head).ok
+
+
+def truncate(sessions: Sessions, keep: int) -> None:
+    """What restoring an older backup does to the chain: its newest entries are gone."""
+    with sessions() as session:
+        session.execute(sa.delete(AuditRow).where(AuditRow.seq > keep))
+        last = session.execute(sa.select(AuditRow).where(AuditRow.seq == keep)).scalar_one()
+        session.execute(sa.update(AuditHeadRow).values(seq=keep, hash=last.hash))
+        session.commit()
+
+
+def test_reanchoring_moves_the_anchor_back_and_is_itself_in_the_chain(
+    sessions: Sessions, head: Path
+) -> None:
+    fill(sessions, head)
+    old = audit.read_checkpoint(head)
+    truncate(sessions, keep=3)
+    with sessions() as session:
+        kept = session.execute(sa.select(AuditRow.hash).where(AuditRow.seq == 3)).scalar_one()
+        done = audit.reanchor(session, head, actor="cli:root", reason="restored Monday's backup")
+    assert done.old_anchor == old and done.chain_head == audit.Checkpoint(3, kept)
+    assert done.entry.seq == 4 and done.entry.action == "reanchor"
+    assert done.entry.data == {
+        "reason": "restored Monday's backup",
+        "old_anchor": {"seq": 5, "hash": old.hash if old else None},
+        "new_anchor": {"seq": 3, "hash": kept},
+    }
+    assert audit.read_checkpoint(head) == audit.Checkpoint(4, done.entry.hash)
+    result = check(sessions, head)
+    assert result.ok, result.problems
+    fill(sessions, head, count=1)  # the anchor follows new entries again
+    assert audit.read_checkpoint(head).seq == 5  # type: ignore[union-attr]
+
+
+def test_new_entries_after_a_restore_do_not_carry_the_anchor_past_the_lost_ones(
+    sessions: Sessions, head: Path
+) -> None:
+    fill(sessions, head)
+    truncate(sessions, keep=2)
+    fill(sessions, head, count=4)  # seq 3..6: past the anchor at 5, but a different chain
+    assert audit.read_checkpoint(head).seq == 5  # type: ignore[union-attr]
+    result = check(sessions, head)
+    assert not result.ok
+    assert "entry 5 differs from the checkpoint's hash" in result.problems[0]
+    assert "prognos audit reanchor --reason" in result.problems[0]
+    with sessions() as session:
+        audit.reanchor(session, head, actor="cli:root", reason="restore drill")
+    assert check(sessions, head).ok
+
+
+def test_reanchoring_is_refused_for_a_damaged_chain_an_agreeing_anchor_or_no_reason(
+    sessions: Sessions, head: Path
+) -> None:
+    fill(sessions, head)
+    with sessions() as session, pytest.raises(audit.NothingToReanchorError):
+        audit.reanchor(session, head, actor="cli:root", reason="why not")
+    truncate(sessions, keep=3)
+    with sessions() as session, pytest.raises(ReasonRequiredError):
+        audit.reanchor(session, head, actor="cli:root", reason="  ")
+    with sessions() as session:
+        session.execute(sa.update(AuditRow).where(AuditRow.seq == 2).values(actor="mallory"))
+        session.commit()
+    with sessions() as session, pytest.raises(audit.AuditChainError, match="entry 2"):
+        audit.reanchor(session, head, actor="cli:root", reason="cover it up")
+    assert audit.read_checkpoint(head).seq == 5  # type: ignore[union-attr]

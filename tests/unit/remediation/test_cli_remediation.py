@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from core.database import create_engine, migrate, session_factory
@@ -63,12 +65,12 @@ def test_list_shows_the_configured_playbooks(workdir: Path) -> None:
     assert "quorum=2 (approver/admin)" in output
 
 
-def test_audit_verify_and_show_detect_tampering(workdir: Path) -> None:
+def chain(workdir: Path, count: int) -> tuple[Engine, sessionmaker[Session]]:
+    """The configured database with `count` anchored entries."""
     engine = create_engine(f"sqlite:///{workdir / 'var' / 'prognos.db'}")
     migrate(engine)
     sessions = session_factory(engine)
-    head = workdir / "var" / "audit-head"
-    for i in range(3):
+    for i in range(count):
         with sessions() as session:
             audit.append(
                 session,
@@ -76,9 +78,14 @@ def test_audit_verify_and_show_detect_tampering(workdir: Path) -> None:
                 action="approve",
                 subject=f"proposal:{i}",
                 data={"n": i},
-                checkpoint=head,
+                checkpoint=workdir / "var" / "audit-head",
             )
             session.commit()
+    return engine, sessions
+
+
+def test_audit_verify_and_show_detect_tampering(workdir: Path) -> None:
+    engine, sessions = chain(workdir, 3)
 
     code, output = invoke("audit", "verify")
     assert code == 0, output
@@ -93,3 +100,29 @@ def test_audit_verify_and_show_detect_tampering(workdir: Path) -> None:
     code, output = invoke("audit", "verify")
     assert code == 1
     assert "TAMPERED" in output and "removed from the tail" in output
+
+
+def test_audit_reanchor_asks_then_records_itself(workdir: Path) -> None:
+    engine, sessions = chain(workdir, 4)
+    with sessions() as session:  # as after restoring a backup taken at entry 2
+        session.execute(sa.delete(AuditRow).where(AuditRow.seq > 2))
+        session.commit()
+    engine.dispose()
+
+    code, output = invoke("audit", "verify")
+    assert code == 1
+    assert "the chain is behind its anchor" in output and "entries 3..4" in output
+    assert "prognos audit reanchor --reason TEXT" in output
+
+    result = CliRunner().invoke(app, ["audit", "reanchor", "--reason", "drill"], input="n\n")
+    assert result.exit_code == 1 and "nothing changed" in result.output
+    code, output = invoke("audit", "reanchor", "--reason", "drill", "--yes", "--actor", "bob")
+    assert code == 0, output
+    assert "re-anchored: entry 3 (reanchor)" in output
+    code, output = invoke("audit", "verify")
+    assert code == 0 and "audit chain intact: 3 entries, anchored at seq 3" in output
+    code, output = invoke("audit", "show", "--json", "--after", "2")
+    assert '"actor": "bob"' in output and '"reason": "drill"' in output
+    result = CliRunner().invoke(app, ["audit", "reanchor", "--reason", "again", "--yes"])
+    assert isinstance(result.exception, audit.NothingToReanchorError)
+    assert "nothing to re-anchor" in result.exception.message

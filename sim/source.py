@@ -9,8 +9,10 @@ from typing import Any
 
 from core.clock import Clock, to_epoch
 from core.settings import TargetSettings
-from ingest.domain import PullResult, SeriesData
+from ingest.domain import PullResult, SeriesData, SeriesKey
 from ingest.errors import QueryError
+from sim.errors import SimInputError
+from sim.rules import evaluate
 from sim.shop import SERVICES, TARGETS, Shop
 
 
@@ -54,11 +56,6 @@ class ShopSource:
         return out
 
     def query_range(self, target: TargetSettings, start: int, end: int, step: int) -> PullResult:
-        if target.name not in TARGETS:
-            raise QueryError(
-                f"target {target.name!r}: the simulated shop has {', '.join(TARGETS)}",
-                target=target.name,
-            )
         if step % self.shop.step:
             raise QueryError(
                 f"target {target.name!r}: step {step}s is not a multiple of the shop's "
@@ -70,9 +67,21 @@ class ShopSource:
         result = PullResult()
         if end < start:
             return result
+        # A shop metric by its name; any other target by its query (the PromQL subset that
+        # sim.rules' alerting rules use), keyed by the target's name.
+        if target.name in TARGETS:
+            found = self.shop.series(target.name, start, end)
+        else:
+            try:
+                found = evaluate(self.shop, target.query, start, end)
+            except SimInputError as exc:
+                raise QueryError(
+                    f"target {target.name!r}: {exc.message}", target=target.name
+                ) from None
         # Points at multiples of `step` in [start, end] (ingest asks for aligned windows).
-        for data in self.shop.series(target.name, start, end):
+        for data in found:
             keep = data.timestamps % step == 0
             if keep.any():
-                result.series.append(SeriesData(data.key, data.timestamps[keep], data.values[keep]))
+                key = SeriesKey.of(target.name, data.key.label_dict)
+                result.series.append(SeriesData(key, data.timestamps[keep], data.values[keep]))
         return result

@@ -41,3 +41,35 @@ def test_scrape_config_is_valid(promtool: str) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rules_pass_their_unit_tests(promtool: str) -> None:
+    """Each rule fires when it should and stays quiet otherwise (prognos-alerts.test.yml)."""
+    result = subprocess.run(
+        [promtool, "test", "rules", "prognos-alerts.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=DEPLOY,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_severity_summary_and_a_unit_test() -> None:
+    import yaml
+
+    rules = yaml.safe_load((DEPLOY / "prognos-alerts.yml").read_text())
+    alerts = [r for group in rules["groups"] for r in group["rules"] if "alert" in r]
+    tests = yaml.safe_load((DEPLOY / "prognos-alerts.test.yml").read_text())
+    tested = {
+        case["alertname"]
+        for group in tests["tests"]
+        for case in group["alert_rule_test"]
+        if case.get("exp_alerts")
+    }
+    for alert in alerts:
+        assert alert["labels"]["severity"] in ("warning", "critical"), alert["alert"]
+        assert alert["annotations"]["summary"], alert["alert"]
+    untested = {a["alert"] for a in alerts} - tested
+    assert not untested, f"alerts without a firing unit test: {sorted(untested)}"

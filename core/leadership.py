@@ -93,6 +93,7 @@ class LeaderLock:
         self._file: IO[bytes] | None = None
         self._lock_engine: Engine | None = None
         self._held = False
+        self._problem: str | None = None  #: the last failure to take the lock, logged once
         self.kind = engine.dialect.name
         if self.kind not in ("postgresql", "sqlite"):
             raise ConfigError(
@@ -111,20 +112,18 @@ class LeaderLock:
                 return True
             try:
                 taken = self._take_postgres() if self.kind == "postgresql" else self._take_file()
+                if taken:
+                    self._held = True
+                    self._record()
             except (SQLAlchemyError, OSError) as exc:
-                log.warning("cannot try for the %s lead: %s", self.name, _describe(exc))
+                problem = f"cannot take the {self.name} lead: {_describe(exc)}"
+                if problem != self._problem:  # once, not at every retry
+                    log.warning("%s; trying again", problem)
+                self._problem = problem
                 self._drop()
                 return False
-            if not taken:
-                return False
-            self._held = True
-            try:
-                self._record()
-            except SQLAlchemyError as exc:
-                log.warning("took the %s lead but cannot record it: %s", self.name, _describe(exc))
-                self._drop()
-                return False
-            return True
+            self._problem = None
+            return taken
 
     def holds(self) -> bool:
         """Confirm the lock is still ours (its connection answers) and renew the record."""
@@ -191,6 +190,7 @@ class LeaderLock:
         taken = self._connection.execute(
             sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
         ).scalar_one()
+        self._connection.commit()
         return bool(taken)
 
     def _take_file(self) -> bool:
@@ -245,8 +245,8 @@ class LeaderLock:
         """On PostgreSQL through the lock's own connection, so a write that succeeds also
         proves the lock is still held; on SQLite through the service's engine."""
         if self._connection is not None:
-            with self._connection.begin():
-                statements(self._connection)
+            statements(self._connection)
+            self._connection.commit()  # autocommit already: this ends SQLAlchemy's autobegin
             return
         with self.engine.begin() as connection:
             statements(connection)

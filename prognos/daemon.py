@@ -167,6 +167,10 @@ class LeadingScheduler:
             format_duration(self.context.settings.ingest.interval),
             len(self.context.targets),
         )
+        try:
+            jobs.catch_up_proposals(self.context)
+        except Exception:  # the cycle runs regardless; the next leader tries again
+            log.exception("proposing for open incidents without proposals failed")
         self._scheduler = build_scheduler(self.context, blocking=False, guard=self.lock.holds)
         self._scheduler.start()
 

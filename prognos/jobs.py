@@ -27,7 +27,7 @@ from prognos.context import ServiceContext
 from rca import flows as rca_flows
 from rca.alertmanager import flows as alertmanager_flows
 from rca.alertmanager.webhook import prune_received
-from rca.incidents import GroupingResult, prune_incidents
+from rca.incidents import GroupingResult, list_incidents, prune_incidents
 from remediation import flows as remediation_flows
 from remediation import selfchecks
 from remediation import service as remediation_service
@@ -232,6 +232,15 @@ def _propose(context: ServiceContext, session: Session, result: GroupingResult) 
             playbooks=context.loaded_playbooks(),
             clock=context.clock,
         )
+
+
+def catch_up_proposals(context: ServiceContext) -> None:
+    """Propose for open incidents that lack their proposal set: a leader that died between
+    grouping an incident and proposing for it (each committed apart) left it without one. Run
+    once by each process that takes the lead, before its first cycle."""
+    with session_scope(context.sessions) as session:
+        open_ids = [row.id for row in list_incidents(session, status="open", limit=10_000)]
+        _propose(context, session, GroupingResult(opened=open_ids, updated=[], closed=[]))
 
 
 def alertmanager_cycle(context: ServiceContext) -> None:

@@ -139,9 +139,8 @@ def test_the_daemon_does_not_import_the_web_package() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_an_alarm_opens_an_incident_and_its_proposal(
-    engine: Engine, sessions: sessionmaker[Session]
-) -> None:
+def alarming(engine: Engine, sessions: sessionmaker[Session]) -> ServiceContext:
+    """A context whose one series (service cart) has just alarmed, with a restart playbook."""
     context = make_context(engine, sessions, FakeSource([FakeSeries("cpu", {"service": "cart"})]))
     context.targets = [make_target("cpu", lookback=timedelta(minutes=10))]
     context.playbooks = {
@@ -169,12 +168,40 @@ def test_an_alarm_opens_an_incident_and_its_proposal(
             for k in range(3)
         )
         session.commit()
+    return context
 
+
+def proposals(sessions: sessionmaker[Session]) -> list[tuple[str, str, str]]:
+    with sessions() as session:
+        rows = session.scalars(sa.select(ProposalRow)).all()
+    return [(p.playbook, p.target, p.proposed_by) for p in rows]
+
+
+def test_an_alarm_opens_an_incident_and_its_proposal(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    context = alarming(engine, sessions)
     result = jobs.group_incidents(context)
     assert len(result.opened) == 1
     assert jobs.group_incidents(context).opened == []  # the same alarm joins its incident
-    with sessions() as session:
-        proposals = session.scalars(sa.select(ProposalRow)).all()
-    assert [(p.playbook, p.target, p.proposed_by) for p in proposals] == [
-        ("restart", "cart", "daemon")
-    ]
+    assert proposals(sessions) == [("restart", "cart", "daemon")]
+
+
+def test_a_new_leader_proposes_for_an_incident_its_dead_predecessor_left_without(
+    engine: Engine, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = alarming(engine, sessions)
+
+    def killed(*_: object, **__: object) -> None:
+        raise SystemExit("the leader died after committing the incident")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(jobs.remediation_flows, "propose_for_incidents", killed)
+        with pytest.raises(SystemExit):
+            jobs.group_incidents(context)
+    assert jobs.group_incidents(context).opened == []  # the incident stays; no proposal yet
+    assert proposals(sessions) == []
+
+    jobs.catch_up_proposals(context)  # what a process taking the lead runs first
+    jobs.catch_up_proposals(context)  # and once made, never twice
+    assert proposals(sessions) == [("restart", "cart", "daemon")]

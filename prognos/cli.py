@@ -27,6 +27,7 @@ from core.durations import parse_duration
 from core.errors import ConfigError, PrognosError
 from core.logging import configure_logging
 from core.settings import Settings, load_settings
+from prognos.cli_backup import db_backup, db_restore
 from prognos.cli_demo import demo
 from prognos.cli_rca import rca_eval_app, spans_app
 from prognos.cli_remediation import audit_app, playbook_app
@@ -48,7 +49,7 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="API bearer tokens (stored hashed; shown once).", no_args_is_help=True)
 config_app = typer.Typer(help="Check or show the effective configuration.", no_args_is_help=True)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema, backup and restore.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
@@ -57,6 +58,8 @@ app.add_typer(spans_app, name="spans")
 app.add_typer(playbook_app, name="playbook")
 app.add_typer(audit_app, name="audit")
 app.command()(demo)
+db_app.command("backup")(db_backup)
+db_app.command("restore")(db_restore)
 
 log = logging.getLogger("prognos")
 console = Console()

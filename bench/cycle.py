@@ -31,7 +31,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -48,50 +47,19 @@ from api.metrics import build_registry, render  # noqa: E402
 from core.clock import FixedClock, from_epoch  # noqa: E402
 from core.database import create_engine, migrate, safe_url, session_factory  # noqa: E402
 from core.settings import BreachSettings, Settings, TargetSettings  # noqa: E402
-from ingest import service as ingest_service  # noqa: E402
-from ingest.domain import SeriesData, SeriesKey  # noqa: E402
-from ingest.tables import WatermarkRow  # noqa: E402
 from models.detector import DetectorConfig  # noqa: E402
 from models.forecasters.registry import build  # noqa: E402
 from models.service import ServingModels, forecast_cycle  # noqa: E402
 from prognos.context import ServiceContext  # noqa: E402
+from sim.fleet import START, fleet_keys, store_steps, values_at  # noqa: E402
 
 STEP = 60
-START = 1_767_225_600  # 2026-01-01T00:00Z
 DEFAULT_OUT = ROOT / "bench" / "results" / "cycle.json"
 console = Console()
 
 
 class _NoSource:
     kind = "bench"
-
-
-def values_at(n: int, ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    level = np.geomspace(5, 5000, n)[:, None]
-    daily = np.sin(2 * np.pi * (ts[None, :] % 86_400) / 86_400 + np.arange(n)[:, None])
-    return level * (1 + 0.2 * daily + 0.03 * rng.standard_normal((n, len(ts))))
-
-
-def store_steps(
-    sessions: Any, target: TargetSettings, keys: list[SeriesKey], ts: np.ndarray, values: np.ndarray
-) -> None:
-    series = [SeriesData(k, ts, values[i]) for i, k in enumerate(keys)]
-    with sessions() as session:
-        ingest_service.store(session, target=target, series=series, seen_at=from_epoch(int(ts[-1])))
-        mark = session.get(WatermarkRow, target.name)
-        if mark is None:
-            session.add(
-                WatermarkRow(
-                    target=target.name,
-                    query_digest="bench",
-                    step=STEP,
-                    watermark=int(ts[-1]),
-                    updated_at=from_epoch(int(ts[-1])),
-                )
-            )
-        else:
-            mark.watermark = int(ts[-1])
-        session.commit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         breach=BreachSettings(threshold=1e9),
     )
     n = args.series
-    keys = [SeriesKey.of("bench", {"service": f"svc{i % 50}", "pod": f"p{i}"}) for i in range(n)]
+    keys = fleet_keys("bench", n)
     rng = np.random.default_rng(0)
     console.print(
         f"cycle bench: {n:,} series, context {context}, {safe_url(url)}, "

@@ -469,6 +469,32 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+class ShardSettings(_Section):
+    """How the forecast/score stage splits the series (docs/scale.md)."""
+
+    batch_series: int = Field(
+        default=50_000,
+        ge=1,
+        description="at most this many series per worker transaction: bounds a worker's memory "
+        "and a transaction's size (the shards a worker owns are taken in groups up to this)",
+    )
+
+
+class RaySettings(_Section):
+    """`engine: ray`: shard workers as Ray actors (needs the `ray` extra and PostgreSQL)."""
+
+    address: str = Field(
+        default="local",
+        description="the Ray cluster to join: `local` starts one in this process (loopback "
+        "only), `auto` or `HOST:PORT` joins a running one",
+    )
+    workers: int = Field(default=2, ge=1, le=256, description="shard workers (Ray actors)")
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="Ray CPUs each actor reserves")
+    max_restarts: int = Field(
+        default=3, ge=0, description="times Ray restarts a failed worker (its task is retried)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -483,6 +509,11 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     models: ModelSettings = ModelSettings()
     database: DatabaseSettings = DatabaseSettings()
+    engine: Literal["local", "ray"] = Field(
+        default="local", description="where the forecast/score stage runs (docs/scale.md)"
+    )
+    shards: ShardSettings = ShardSettings()
+    ray: RaySettings = RaySettings()
     spans: SpanSettings = SpanSettings()
     rca: RcaSettings = RcaSettings()
     vault: VaultSettings = VaultSettings()

@@ -134,9 +134,11 @@ def forecast_cycle(
     detector: DetectorConfig,
     now: datetime,
     max_catchup: int = 1440,
+    series: sa.ColumnElement[bool] | None = None,
 ) -> CycleSummary:
     """Score every stored step of every series of `target` not scored yet (a missed cycle is
-    caught up, at most `max_catchup` steps back), then forecast from the newest step.
+    caught up, at most `max_catchup` steps back), then forecast from the newest step. `series`
+    (a condition on `SeriesRow`, e.g. a shard's keys) limits the cycle to the series it selects.
 
     Scores, alarms and each series' detector state are written in the caller's transaction, so
     a rolled-back cycle leaves no trace and the retry scores the same steps again. Idempotent
@@ -150,7 +152,9 @@ def forecast_cycle(
     end = mark.watermark
     forecaster = models.for_step(db_session, step)
     length = forecaster.context_length
-    ids, windows = _windows(db_session, target=target.name, end=end, step=step, length=length)
+    ids, windows = _windows(
+        db_session, target=target.name, end=end, step=step, length=length, series=series
+    )
     if not ids:
         return CycleSummary(target.name, "noop", end)
 
@@ -416,13 +420,17 @@ def update_breaches(
 ) -> int:
     """Predicted breach of each freshly forecast series (`rows` as stored in `forecasts`):
     probability of crossing `limit` within the horizon, the ETA, and the warning streak carried
-    over from the previous cycle. Returns how many series are warning now."""
+    over from the previous cycle. Returns how many series are warning now. A series whose stored
+    state already comes from this step's forecast keeps it: a retried step (a worker restarted
+    after it committed) never counts the same forecast twice in a streak."""
     config = BreachConfig(probability=limit.probability, consecutive=limit.consecutive)
     ids = [int(r["series_id"]) for r in rows]
     previous = {
         b.series_id: b
         for b in db_session.scalars(sa.select(BreachRow).where(BreachRow.series_id.in_(ids)))
     }
+    kept = [previous[int(r["series_id"])] for r in rows if _breach_done(previous, r)]
+    rows = [r for r in rows if not _breach_done(previous, r)]
     out = []
     # Rows of one cycle share quantiles; the cold band and the model may differ in horizon.
     groups: dict[tuple[int, tuple[float, ...]], list[dict[str, Any]]] = {}
@@ -493,7 +501,13 @@ def update_breaches(
             ),
             out,
         )
-    return sum(1 for o in out if o["warning"])
+    return sum(1 for o in out if o["warning"]) + sum(1 for b in kept if b.warning)
+
+
+def _breach_done(previous: dict[int, BreachRow], row: dict[str, Any]) -> bool:
+    """The series' stored breach state already comes from this forecast's step (or a later)."""
+    before = previous.get(int(row["series_id"]))
+    return before is not None and before.made_at >= int(row["made_at"])
 
 
 def _seasonal_window(
@@ -602,11 +616,20 @@ def forecast_values(
 
 
 def _windows(
-    db_session: Session, *, target: str, end: int, step: int, length: int
+    db_session: Session,
+    *,
+    target: str,
+    end: int,
+    step: int,
+    length: int,
+    series: sa.ColumnElement[bool] | None = None,
 ) -> tuple[list[int], np.ndarray]:
-    """The last `length` steps up to `end` of every series of the target seen in that span."""
+    """The last `length` steps up to `end` of every series of the target seen in that span
+    (of those `series` selects, if given)."""
     start = end - (length - 1) * step
     series_ids = sa.select(SeriesRow.id).where(SeriesRow.target == target)
+    if series is not None:
+        series_ids = series_ids.where(series)
     query = sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
         SampleRow.series_id.in_(series_ids), SampleRow.ts >= start, SampleRow.ts <= end
     )

@@ -21,6 +21,7 @@ from models.rules import service as rules_service
 from models.rules.domain import AlertRule, RuleSet
 from models.rules.prometheus import read_rules
 from models.service import ServingModels
+from prognos.engine import CycleEngine
 from remediation.playbooks import Playbook, load_playbooks
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class ServiceContext:
     wake_executor: Callable[[], None] = field(default=lambda: None)
     #: what the start's integrity check found wrong with the database (None: nothing)
     integrity: str | None = None
+    #: where the forecast/score stage runs (prognos.engine; built at its first cycle)
+    cycle_engine: CycleEngine | None = None
     #: Prometheus' alerting rules as last read (None: rules are off or not read yet), and
     #: what reads them (None: `/api/v1/rules` of a Prometheus source)
     rules: RuleSet | None = None

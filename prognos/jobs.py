@@ -24,6 +24,7 @@ from models.forecasters.base import EpochCallback
 from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
+from prognos.engine import build_engine
 from rca import flows as rca_flows
 from rca.alertmanager import flows as alertmanager_flows
 from rca.alertmanager.webhook import prune_received
@@ -92,28 +93,28 @@ def ingest_cycle(context: ServiceContext) -> list[IngestSummary]:
 
 
 def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
-    """Score every series' steps not scored yet with the target's detector, then forecast."""
+    """Score every series' steps not scored yet with the target's detector, then forecast, on
+    the configured engine (`engine: local` in this process, `ray` on its shard workers)."""
+    engine = context.cycle_engine
+    if engine is None:
+        engine = context.cycle_engine = build_engine(context)
+        context.on_stop.append(engine.close)
     summaries = []
     for target in context.targets:
-        with session_scope(context.sessions) as session:
-            try:
-                summary = model_service.forecast_cycle(
-                    session,
-                    target=target,
-                    models=context.models,
-                    detector=context.detector_for(target),
-                    now=context.clock.now(),
-                    max_catchup=max(
-                        1,
-                        int(context.settings.ingest.max_catchup.total_seconds())
-                        // target.step_seconds,
-                    ),
-                )
-                session.commit()
-            except Exception:
-                session.rollback()
-                log.exception("forecast of target %s failed", target.name)
-                continue
+        try:
+            summary = engine.forecast(
+                target,
+                detector=context.detector_for(target),
+                now=context.clock.now(),
+                max_catchup=max(
+                    1,
+                    int(context.settings.ingest.max_catchup.total_seconds())
+                    // target.step_seconds,
+                ),
+            )
+        except Exception:
+            log.exception("forecast of target %s failed", target.name)
+            continue
         if summary.status == "ok":
             log.info(
                 "forecast %s: %d series (%d cold start), %d steps scored, %d alarms, "

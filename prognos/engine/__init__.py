@@ -1,0 +1,61 @@
+"""Engines of the forecast/score stage: `local` runs one shard worker owning every shard in the
+daemon's process; `ray` runs shard workers as Ray actors (prognos.engine.ray_engine, imported
+only when configured), their shard assignment kept in the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from core.settings import TargetSettings
+from models.detector import DetectorConfig
+from models.service import CycleSummary
+from prognos.engine.worker import ShardWorker
+
+if TYPE_CHECKING:
+    from prognos.context import ServiceContext
+
+
+class CycleEngine(Protocol):
+    def forecast(
+        self,
+        target: TargetSettings,
+        *,
+        detector: DetectorConfig,
+        now: datetime,
+        max_catchup: int,
+    ) -> CycleSummary: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LocalEngine:
+    """Today's single process: one worker owning every shard."""
+
+    worker: ShardWorker
+
+    def forecast(
+        self,
+        target: TargetSettings,
+        *,
+        detector: DetectorConfig,
+        now: datetime,
+        max_catchup: int,
+    ) -> CycleSummary:
+        return self.worker.run(target, detector=detector, now=now, max_catchup=max_catchup)
+
+    def close(self) -> None:
+        pass
+
+
+def build_engine(context: ServiceContext) -> CycleEngine:
+    """The engine the settings name; `ray` is imported only then (the `ray` extra)."""
+    settings = context.settings
+    if settings.engine == "ray":
+        from prognos.engine.ray_engine import RayEngine
+
+        return RayEngine.start(context)
+    worker = ShardWorker(context.sessions, context.models, settings.shards.batch_series)
+    return LocalEngine(worker)

@@ -1,0 +1,83 @@
+"""A shard worker: the unit of work of the forecast/score stage. It owns some virtual shards and,
+each cycle, runs the one serving path (`models.service.forecast_cycle`: score the new points
+with the `Detector`, forecast, predict breaches) over their series, at most `batch_series`
+series per transaction so that its memory stays bounded whatever the fleet's size.
+
+Its checkpoint is the database: each series' detector state (its last scored step), newest
+forecast and breach streak are written in the transaction that writes its scores, so a worker
+killed anywhere either committed a batch whole or left no trace of it, and its successor
+scores exactly the steps after each series' last committed one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.database import session_scope
+from core.settings import TargetSettings
+from models import service as model_service
+from models.detector import DetectorConfig
+from models.service import CycleSummary, ServingModels
+from prognos.engine.shards import SHARDS, batches, series_filter, shard_counts
+
+
+@dataclass
+class ShardWorker:
+    sessions: sessionmaker[Session]
+    models: ServingModels  #: its one loaded copy of each step's model
+    batch_series: int = 50_000
+
+    def run(
+        self,
+        target: TargetSettings,
+        *,
+        shards: Sequence[int] = tuple(range(SHARDS)),
+        detector: DetectorConfig,
+        now: datetime,
+        max_catchup: int,
+    ) -> CycleSummary:
+        """One cycle of `target` over the series of `shards`; batches are committed one by one
+        and an error stops the cycle (the batches left are taken up by the next one)."""
+        started = time.perf_counter()
+        with session_scope(self.sessions) as session:
+            counts = shard_counts(session, target=target.name)
+        parts = []
+        for group in batches(shards, counts, limit=self.batch_series):
+            with session_scope(self.sessions) as session:
+                parts.append(
+                    model_service.forecast_cycle(
+                        session,
+                        target=target,
+                        models=self.models,
+                        detector=detector,
+                        now=now,
+                        max_catchup=max_catchup,
+                        series=series_filter(group),
+                    )
+                )
+                session.commit()
+        return merge(target.name, parts, seconds=time.perf_counter() - started)
+
+
+def merge(target: str, parts: Sequence[CycleSummary], *, seconds: float) -> CycleSummary:
+    """One summary of a target's cycle from its batches' (or its workers') summaries."""
+    done = [p for p in parts if p.status == "ok"]
+    if not done:
+        ends = [p.end for p in parts if p.end is not None]
+        return CycleSummary(target, "noop", max(ends) if ends else None)
+    return CycleSummary(
+        target,
+        "ok",
+        max(p.end for p in done if p.end is not None),
+        sum(p.series for p in done),
+        sum(p.scored for p in done),
+        sum(p.anomalies for p in done),
+        sum(p.cold_start for p in done),
+        done[0].model,
+        seconds,
+        sum(p.warnings for p in done),
+    )

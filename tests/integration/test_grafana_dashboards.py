@@ -2,8 +2,10 @@
 that scraped a running Prognos.
 
 The loop is the deployed one: Prometheus holds the actual series (three hours, backfilled with
-promtool); Prognos ingests them from it, forecasts and scores, and serves /metrics on loopback;
-Prometheus restarts with deploy/prometheus/prometheus.yml's scrape job pointed at it. Queries
+promtool); Prognos reads them from it, trains a model version, runs the daemon's cycle (a breach
+warning opens an incident), takes OTLP exports and serves /metrics on loopback; Prometheus
+restarts with deploy/prometheus/prometheus.yml's scrape job pointed at it. A finished execution
+and a Vault check are written as the executor and the daemon record them. Queries
 with `offset` or `rate()` need Prognos' own history too: the first /metrics render is backfilled
 over those three hours (counters rising to their value, timestamps moving with time). Then each
 panel target and annotation, its variables resolved from the server as Grafana would, is asked
@@ -25,17 +27,22 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+import sqlalchemy as sa
 import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from api.auth import Role, create_token
 from core.clock import FixedClock, from_epoch
-from core.database import create_engine, migrate, session_factory
+from core.database import create_engine, migrate, session_factory, session_scope
 from core.settings import BreachSettings, PrometheusSettings, Settings, TargetSettings
 from ingest.prometheus import PrometheusSource
 from prognos.context import ServiceContext
-from prognos.jobs import forecast_cycle, ingest_cycle
+from prognos.jobs import cycle, retrain
+from rca.tables import IncidentRow
+from remediation.selfchecks import VaultStatus, record_vault
+from remediation.tables import ExecutionRow
 from sim.lifecycle import free_port
 from tests.conftest import need_server
 from tests.support.grafana import (
@@ -54,6 +61,7 @@ from tests.support.servers import (
     backfill,
     start_prometheus,
 )
+from tests.unit.rows import proposal_row
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -161,11 +169,19 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     engine = create_engine(f"sqlite:///{workdir / 'prognos.db'}")
     try:
         migrate(engine)
-        leak = BreachSettings(threshold=4.0e8, direction="above", consecutive=1)
+        leak = BreachSettings(threshold=3.5e8, direction="above", consecutive=1)
         window = {"step": timedelta(seconds=STEP), "lookback": timedelta(seconds=HISTORY)}
         source = PrometheusSource(PrometheusSettings(url=prometheus.url))
         context = ServiceContext(
-            settings=Settings(),
+            settings=Settings(
+                data_dir=workdir / "var",
+                # a quick forecaster to train, so that a model version serves
+                models={
+                    "forecaster": "median_band",
+                    "config": {"context_length": 120, "horizon": 30},
+                    "history": timedelta(seconds=HISTORY),
+                },
+            ),
             engine=engine,
             sessions=session_factory(engine),
             source=source,
@@ -176,11 +192,15 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             clock=FixedClock(from_epoch(now)),
             playbooks={},
         )
-        assert all(s.status == "ok" for s in ingest_cycle(context))
-        forecast_cycle(context)
+        assert [o.promoted for o in retrain(context)] == [True]
+        cycle(context)  # the daemon's: ingest, forecast, incidents, ..., self checks
+        with session_scope(context.sessions) as session:  # cart's breach warning opened one
+            assert session.scalar(sa.select(sa.func.count()).select_from(IncidentRow)) == 1
         source.close()
+        _remediated(context)
         port = free_port()
         with serve(context, port) as base:
+            _export_spans(context, base)
             text = requests.get(f"{base}/metrics", timeout=10).text
             prometheus.stop()
             backfill(prometheus.data_dir, own_history(text, now, {"job": "prognos"}))
@@ -192,6 +212,61 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     finally:
         prometheus.stop()
         engine.dispose()
+
+
+def _remediated(context: ServiceContext) -> None:
+    """What an approved playbook run leaves (a proposal and its finished execution), and a
+    Vault check as the daemon records it: no executor or Vault runs here."""
+    at = context.clock.now()
+    with session_scope(context.sessions) as session:
+        proposal = proposal_row({}, at=at - timedelta(minutes=20))
+        session.add(proposal)
+        session.flush()
+        session.add(
+            ExecutionRow(
+                proposal_id=proposal.id,
+                playbook=proposal.playbook,
+                target=proposal.target,
+                status="succeeded",
+                dry_run=False,
+                created_at=at - timedelta(minutes=10),
+                started_at=at - timedelta(minutes=10),
+                finished_at=at - timedelta(minutes=9),
+                vault_lease_ids=[],
+            )
+        )
+        record_vault(session, VaultStatus(ok=True, ttl=3600.0), now=at)
+        session.commit()
+
+
+def _export_spans(context: ServiceContext, base: str) -> None:
+    """Two OTLP exports: one with a span stored and one refused in it, one with a bad token."""
+    with session_scope(context.sessions) as session:
+        _, token = create_token(session, role=Role.INGEST, name="otlp", now=context.clock.now())
+        session.commit()
+    start = (context.clock.now() - timedelta(minutes=1)).timestamp()
+    spans = [
+        {
+            "traceId": "5b8efff798038103d269b633813fc60c",
+            "spanId": "eee19b7ec3c1b174",
+            "name": "GET /cart",
+            "startTimeUnixNano": str(int(start) * 10**9),
+            "endTimeUnixNano": str(int(start) * 10**9 + 5_000_000),
+        },
+        {"traceId": "zz", "spanId": "00", "name": "no ids"},
+    ]
+    service = {"key": "service.name", "value": {"stringValue": "cart"}}
+    body = {
+        "resourceSpans": [{"resource": {"attributes": [service]}, "scopeSpans": [{"spans": spans}]}]
+    }
+    for bearer, status in ((token, 200), ("pgn_not_a_token", 401)):
+        response = requests.post(
+            f"{base}/v1/traces",
+            json=body,
+            headers={"Authorization": f"Bearer {bearer}"},
+            timeout=10,
+        )
+        assert response.status_code == status, response.text
 
 
 def _wait_for_scrapes(loop: Loop, scrapes: int = 3) -> None:

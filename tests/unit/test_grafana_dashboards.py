@@ -44,7 +44,11 @@ def board(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def test_the_dashboards_are_there() -> None:
     titles = {load(f)["title"] for f in FILES}
-    assert {"Prognos / Forecasts", "Prognos / Health"} <= titles
+    assert titles == {
+        "Prognos / Forecasts",
+        "Prognos / Incidents & remediation",
+        "Prognos / Health",
+    }
     uids = [load(f)["uid"] for f in FILES]
     assert len(set(uids)) == len(uids), uids
 

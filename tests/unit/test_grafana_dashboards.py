@@ -146,11 +146,11 @@ def _placeholder_values(board: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def _all_queries() -> list[tuple[dict[str, Any], Query]]:
-    return [(board, q) for board in map(load, FILES) for q in queries(board)]
+def _all_queries() -> list[Any]:
+    return [pytest.param(b, q, id=str(q)) for b in map(load, FILES) for q in queries(b)]
 
 
-@pytest.mark.parametrize(("board", "query"), _all_queries(), ids=str)
+@pytest.mark.parametrize(("board", "query"), _all_queries())
 def test_every_expression_is_promql(board: dict[str, Any], query: Query) -> None:
     expr = resolve(board, query, _placeholder_values(board))
     try:

@@ -120,10 +120,13 @@ def _clip(series: SeriesData, window: Window) -> SeriesData:
 
 
 def _write_block(path: Path, series: list[SeriesData]) -> None:
-    labels = [json.dumps([s.key.target, s.key.labels]) for s in series for _ in range(len(s))]
+    # One dictionary entry per series and an index per point: no per-point label text.
+    names = pa.array([json.dumps([s.key.target, s.key.labels]) for s in series], pa.string())
+    counts = [len(s) for s in series]
+    indices = pa.array(np.repeat(np.arange(len(series), dtype=np.int32), counts), pa.int32())
     table = pa.table(
         {
-            "series": pa.array(labels, pa.string()).dictionary_encode(),
+            "series": pa.DictionaryArray.from_arrays(indices, names),
             "ts": pa.array(
                 np.concatenate([s.timestamps for s in series]) if series else [], pa.int64()
             ),
@@ -142,20 +145,25 @@ def _read_block(path: Path) -> list[SeriesData] | None:
         return None
     try:
         table = pq.read_table(path)
-        names = table.column("series").to_pylist()
+        column = table.column("series").combine_chunks()
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()
+        codes = column.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        names = column.dictionary.to_pylist()
         ts = table.column("ts").to_numpy()
         values = table.column("value").to_numpy()
     except Exception as exc:  # a damaged block is fetched again, not trusted
         log.warning("history cache block %s is unreadable (%s); fetching it again", path.name, exc)
         path.unlink(missing_ok=True)
         return None
-    out: dict[str, list[int]] = {}
-    for row, name in enumerate(names):
-        out.setdefault(name, []).append(row)
+    if codes.size == 0:
+        return []
+    # Rows grouped by series, each series' rows in file order (a stable sort).
+    order = np.argsort(codes, kind="stable")
+    present, starts = np.unique(codes[order], return_index=True)
     series = []
-    for name, rows in out.items():
-        target, labels = json.loads(name)
-        index = np.asarray(rows)
+    for code, rows in zip(present.tolist(), np.split(order, starts[1:]), strict=True):
+        target, labels = json.loads(names[code])
         key = SeriesKey(target, tuple((k, v) for k, v in labels))
-        series.append(SeriesData(key, ts[index].astype(np.int64), values[index]))
+        series.append(SeriesData(key, ts[rows].astype(np.int64), values[rows]))
     return series

@@ -278,6 +278,17 @@ class ModelSettings(_Section):
         description="forecasts made 15 minutes ahead kept for the page's chart (by the step "
         "they forecast); only the chart reads them",
     )
+    artifact_store: Literal["auto", "database", "directory"] = Field(
+        default="auto",
+        description="where new model versions are kept: `database` (every host on the "
+        "database loads them: `serve` and `daemon` on different hosts), `directory` "
+        "(models.artifact_dir); auto: database on PostgreSQL, directory on SQLite",
+    )
+    artifact_dir: Path | None = Field(
+        default=None,
+        description="the `directory` store's folder (default <data_dir>/models); shared "
+        "between hosts only if it is a shared mount",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -569,7 +580,13 @@ class Settings(BaseSettings):
 
     @property
     def model_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models.artifact_dir or self.data_dir / "models"
+
+    @property
+    def effective_artifact_store(self) -> Literal["database", "directory"]:
+        if self.models.artifact_store == "auto":
+            return "database" if self.database_url.startswith("postgresql") else "directory"
+        return self.models.artifact_store
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

@@ -1,5 +1,6 @@
-"""Model artifacts as data: a folder of config.json, weights.pt (a weights-only state_dict) and
-metadata.json, written atomically and validated on load so a bad folder is refused, not run."""
+"""Model artifacts as data: config.json, weights.pt (a weights-only state_dict) and
+metadata.json with the others' checksums; a folder written atomically (or the same files kept
+elsewhere, e.g. in the database), validated on load so a bad artifact is refused, not run."""
 
 from __future__ import annotations
 
@@ -115,45 +116,54 @@ def save_model(forecaster: Forecaster, folder: Path, *, metadata: ArtifactMetada
     folder = Path(os.path.abspath(folder))  # normalised, but a symlink stays a symlink
     if not folder.name:
         raise ModelArtifactError(f"cannot save a model as {folder}", detail={"folder": str(folder)})
-    if forecaster.step is None or not forecaster.fitted:
-        raise ModelNotFittedError(f"{forecaster.name} must be fitted before it is saved")
+    files = artifact_files(forecaster, metadata=metadata)
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-
-    config_bytes = _json_bytes(
-        {
-            "format": FORMAT,
-            "forecaster": forecaster.name,
-            "step": forecaster.step,
-            "config": forecaster.config.model_dump(mode="json"),
-        }
-    )
     temp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex}"
     os.mkdir(temp)  # not mkdtemp: that would make the artifact readable by its owner only
     try:
-        weights_sha = None
-        net = _network(forecaster)
-        if net is not None:
-            buffer = io.BytesIO()
-            torch.save(net.state_dict(), buffer)
-            weights_sha = _write(temp / WEIGHTS_FILE, buffer.getvalue())
-        config_sha = _write(temp / CONFIG_FILE, config_bytes)
-        stamped = metadata.model_copy(
-            update={
-                "prognos_version": _prognos_version(),
-                "torch_version": str(torch.__version__),
-                "python_version": platform.python_version(),
-                "config_sha256": config_sha,
-                "weights_sha256": weights_sha,
-            }
-        )
-        _write(temp / METADATA_FILE, stamped.model_dump_json(indent=2).encode() + b"\n")
+        for name, data in files.items():
+            _write(temp / name, data)
         _fsync_dir(temp)
         _publish(temp, folder)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return folder
+
+
+def artifact_files(forecaster: Forecaster, *, metadata: ArtifactMetadata) -> dict[str, bytes]:
+    """The artifact's files by name, as `save_model` writes them and `load_files` reads them:
+    config.json, weights.pt (if the forecaster has weights) and metadata.json, stamped with
+    this environment's versions and the other files' checksums (metadata last)."""
+    if forecaster.step is None or not forecaster.fitted:
+        raise ModelNotFittedError(f"{forecaster.name} must be fitted before it is saved")
+    files = {
+        CONFIG_FILE: _json_bytes(
+            {
+                "format": FORMAT,
+                "forecaster": forecaster.name,
+                "step": forecaster.step,
+                "config": forecaster.config.model_dump(mode="json"),
+            }
+        )
+    }
+    net = _network(forecaster)
+    if net is not None:
+        buffer = io.BytesIO()
+        torch.save(net.state_dict(), buffer)
+        files[WEIGHTS_FILE] = buffer.getvalue()
+    stamped = metadata.model_copy(
+        update={
+            "prognos_version": _prognos_version(),
+            "torch_version": str(torch.__version__),
+            "python_version": platform.python_version(),
+            "config_sha256": _sha256(files[CONFIG_FILE]),
+            "weights_sha256": _sha256(files[WEIGHTS_FILE]) if net is not None else None,
+        }
+    )
+    files[METADATA_FILE] = stamped.model_dump_json(indent=2).encode() + b"\n"
+    return files
 
 
 def _network(forecaster: Forecaster) -> nn.Module | None:
@@ -165,11 +175,14 @@ def _json_bytes(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, indent=2, allow_nan=False).encode() + b"\n"
 
 
-def _write(path: Path, data: bytes) -> str:
+def _write(path: Path, data: bytes) -> None:
     with open(path, "xb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -230,18 +243,38 @@ def load_model(folder: Path) -> tuple[Forecaster, ArtifactMetadata]:
     or do not fit the network the config describes, or a config.json edited after saving.
     """
     folder = Path(folder)
-
-    def fail(problem: str) -> ModelArtifactError:
-        return ModelArtifactError(
-            f"model artifact {folder}: {problem}", detail={"folder": str(folder)}
-        )
-
+    fail = _failure(f"model artifact {folder}", {"folder": str(folder)})
     if not folder.exists():
         raise fail("no such folder")
     if not folder.is_dir():
         raise fail("not a folder")
+    return _load(lambda name: _read(folder, name, fail), (folder / WEIGHTS_FILE).exists(), fail)
 
-    config_bytes = _read(folder, CONFIG_FILE, fail)
+
+def load_files(files: Mapping[str, bytes], *, where: str) -> tuple[Forecaster, ArtifactMetadata]:
+    """`load_model` over an artifact's files held elsewhere (e.g. in the database), by name;
+    the same checks, with errors naming `where`."""
+    fail = _failure(f"model artifact {where}", {"artifact": where})
+
+    def read(name: str) -> bytes:
+        if name not in files:
+            raise fail(f"{name} is missing")
+        return files[name]
+
+    return _load(read, WEIGHTS_FILE in files, fail)
+
+
+def _failure(what: str, detail: dict[str, object]) -> Fail:
+    def fail(problem: str) -> ModelArtifactError:
+        return ModelArtifactError(f"{what}: {problem}", detail=detail)
+
+    return fail
+
+
+def _load(
+    read: Callable[[str], bytes], has_weights: bool, fail: Fail
+) -> tuple[Forecaster, ArtifactMetadata]:
+    config_bytes = read(CONFIG_FILE)
     raw_config = _parse_json(CONFIG_FILE, config_bytes, fail)
     if raw_config.get("format") != FORMAT:
         raise fail(
@@ -253,7 +286,7 @@ def load_model(folder: Path) -> tuple[Forecaster, ArtifactMetadata]:
     except ValidationError as exc:
         raise fail(f"{CONFIG_FILE} is invalid: {_summary(exc)}") from None
 
-    raw_metadata = _parse_json(METADATA_FILE, _read(folder, METADATA_FILE, fail), fail)
+    raw_metadata = _parse_json(METADATA_FILE, read(METADATA_FILE), fail)
     try:
         metadata = ArtifactMetadata.model_validate(raw_metadata)
     except ValidationError as exc:
@@ -267,16 +300,15 @@ def load_model(folder: Path) -> tuple[Forecaster, ArtifactMetadata]:
         raise fail(f"{CONFIG_FILE}: {exc.message}") from None
 
     net = _network(forecaster)
-    weights_path = folder / WEIGHTS_FILE
     if net is None:
-        if weights_path.exists() or metadata.weights_sha256 is not None:
+        if has_weights or metadata.weights_sha256 is not None:
             raise fail(f"has weights, but a {forecaster.name} forecaster has none to load")
     else:
-        _load_weights(net, _read(folder, WEIGHTS_FILE, fail), metadata, fail)
+        _load_weights(net, read(WEIGHTS_FILE), metadata, fail)
 
     # Checked last so that an edit which breaks the weights is reported as that (more useful);
     # any other edit still makes the metadata (metrics, window) describe a different model.
-    if metadata.config_sha256 != hashlib.sha256(config_bytes).hexdigest():
+    if metadata.config_sha256 != _sha256(config_bytes):
         raise fail(
             f"{CONFIG_FILE} does not match the checksum in {METADATA_FILE} (changed after saving)"
         )
@@ -310,7 +342,7 @@ def _parse_json(name: str, data: bytes, fail: Fail) -> dict[str, Any]:
 def _load_weights(net: nn.Module, data: bytes, metadata: ArtifactMetadata, fail: Fail) -> None:
     if metadata.weights_sha256 is None:
         raise fail(f"{METADATA_FILE} has no checksum for {WEIGHTS_FILE}")
-    if hashlib.sha256(data).hexdigest() != metadata.weights_sha256:
+    if _sha256(data) != metadata.weights_sha256:
         raise fail(
             f"{WEIGHTS_FILE} does not match the checksum in {METADATA_FILE} "
             "(truncated, corrupted or changed after saving)"

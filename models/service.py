@@ -11,10 +11,9 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from core.database import dialect_insert, fetch_tuples
 from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
-from models.artifacts import ArtifactMetadata, load_model, save_model
+from models.artifacts import ArtifactMetadata
 from models.breach import BreachConfig, SeasonalWindow, next_streak, predict_breach
 from models.detector import Detector, DetectorConfig, DetectorState, config_digest
 from models.domain import ContextBatch, History, QuantileForecast
@@ -66,7 +65,7 @@ class ServingModels:
         cached = self._loaded.get(step)
         if row is not None and (cached is None or cached[0] != row.id):
             try:
-                forecaster, metadata = load_model(Path(row.path))
+                forecaster, metadata = registry.load_artifact(db_session, row.path)
                 self._loaded[step] = (row.id, forecaster)
                 self._detector[step] = dict(metadata.detector or {})
                 self._failed.pop(family, None)
@@ -774,15 +773,15 @@ def train_model(
     forecaster_name: str,
     forecaster_config: dict[str, Any],
     holdout: float,
-    model_dir: Path,
+    store: registry.ArtifactStore,
     targets: Sequence[str],
     now: datetime,
     on_epoch: EpochCallback | None = None,
-    loader: Callable[[Path], tuple[Forecaster, ArtifactMetadata]] = load_model,
     detector: DetectorConfig | None = None,
 ) -> TrainingOutcome:
-    """Fit a new version, compare it with the active one on the held-out tail, register it, and
-    promote it only if its held-out loss is lower (or nothing is active yet)."""
+    """Fit a new version, compare it with the active one on the held-out tail, keep its
+    artifact in `store`, register it, and promote it only if its held-out loss is lower (or
+    nothing is active yet)."""
     if not histories:
         raise ModelError("no history to train on: run `prognos backfill` or let ingest run first")
     started = time.perf_counter()
@@ -809,7 +808,7 @@ def train_model(
     active_loss = None
     if current is not None:
         try:
-            active, _ = loader(Path(current.path))
+            active, _ = registry.load_artifact(db_session, current.path)
             active_loss = holdout_loss(active, tail)
         except ModelArtifactError as exc:
             log.error("the active model cannot be loaded for comparison: %s", exc.message)
@@ -830,7 +829,7 @@ def train_model(
         },
         detector=(detector or DetectorConfig()).model_dump(mode="json"),
     )
-    path = save_model(forecaster, model_dir / family / f"v{version}", metadata=metadata)
+    path = store.save(db_session, forecaster, family=family, version=version, metadata=metadata)
     row = registry.register(
         db_session,
         family=family,

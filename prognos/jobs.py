@@ -21,6 +21,7 @@ from models import service as model_service
 from models.detector import detector_config
 from models.domain import History
 from models.forecasters.base import EpochCallback
+from models.registry import ArtifactStore
 from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
@@ -327,7 +328,7 @@ def retrain(
                 forecaster_name=settings.models.forecaster,
                 forecaster_config=settings.models.config,
                 holdout=settings.models.holdout,
-                model_dir=settings.model_dir,
+                store=ArtifactStore(settings.effective_artifact_store, settings.model_dir),
                 targets=[t.name for t in targets],
                 now=now,
                 on_epoch=on_epoch,

@@ -181,7 +181,7 @@ def test_training_registers_promotes_and_a_worse_model_is_rejected(
             forecaster_name="lstm",
             forecaster_config=TINY_LSTM,
             holdout=0.2,
-            model_dir=tmp_path,
+            store=registry.ArtifactStore("directory", tmp_path),
             targets=["cpu"],
             now=now,
         )
@@ -194,7 +194,7 @@ def test_training_registers_promotes_and_a_worse_model_is_rejected(
             forecaster_name="naive",
             forecaster_config={"context_length": 30, "horizon": 10},
             holdout=0.2,
-            model_dir=tmp_path,
+            store=registry.ArtifactStore("directory", tmp_path),
             targets=["cpu"],
             now=now,
         )
@@ -218,7 +218,7 @@ def test_the_detector_settings_are_saved_with_the_model_and_old_artifacts_serve_
             forecaster_name="median_band",
             forecaster_config={"context_length": 30, "horizon": 10},
             holdout=0.2,
-            model_dir=tmp_path,
+            store=registry.ArtifactStore("directory", tmp_path),
             targets=["cpu"],
             now=now,
             detector=DetectorConfig(threshold=4.5),
@@ -253,7 +253,7 @@ def test_a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving(
             forecaster_name="lstm",
             forecaster_config=TINY_LSTM,
             holdout=0.2,
-            model_dir=tmp_path,
+            store=registry.ArtifactStore("directory", tmp_path),
             targets=["cpu"],
             now=now,
         )
@@ -301,7 +301,7 @@ def test_rollback_returns_to_the_previous_version(
                 forecaster_name="median_band",
                 forecaster_config={"context_length": 30, "horizon": 10},
                 holdout=0.2,
-                model_dir=tmp_path,
+                store=registry.ArtifactStore("directory", tmp_path),
                 targets=["cpu"],
                 now=now,
             )

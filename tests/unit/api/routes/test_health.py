@@ -120,6 +120,7 @@ def test_a_lost_active_model_is_reported_degraded(tmp_path: Path) -> None:
     from core.settings import Settings
     from ingest.domain import SeriesKey
     from models.domain import History
+    from models.registry import ArtifactStore
     from models.service import train_model
     from prognos.composition import build_context
 
@@ -135,7 +136,7 @@ def test_a_lost_active_model_is_reported_degraded(tmp_path: Path) -> None:
             forecaster_name="median_band",
             forecaster_config={"context_length": 30, "horizon": 10},
             holdout=0.2,
-            model_dir=settings.model_dir,
+            store=ArtifactStore("directory", settings.model_dir),
             targets=["cpu"],
             now=datetime(2026, 1, 2, tzinfo=UTC),
         )

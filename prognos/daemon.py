@@ -102,6 +102,9 @@ def retry_every(interval: timedelta) -> timedelta:
     return min(max(interval / 4, timedelta(seconds=0.5)), timedelta(seconds=15))
 
 
+_LEADING = object()  #: not standing by for anyone (yet)
+
+
 class LeadingScheduler:
     """The scheduler, run only while this process holds the lead. `run()` blocks (the daemon);
     `start()` / `stop()` run it in a thread beside the API (`prognos run`).
@@ -121,7 +124,7 @@ class LeadingScheduler:
         self._scheduler: BaseScheduler | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._standing_by: object = None  #: whom this process last reported standing by for
+        self._standing_by: object = _LEADING  #: whom this process last said it stands by for
 
     def run(self) -> None:
         """Lead or stand by until `stop()`; then let a running job finish and let go."""
@@ -159,7 +162,7 @@ class LeadingScheduler:
                     self.retry.total_seconds(),
                 )
             return
-        self._standing_by = None
+        self._standing_by = _LEADING
         log.info(
             "leading: %s (pid %d) runs the scheduler: ingest every %s for %d target(s)",
             self.lock.host,

@@ -200,7 +200,7 @@ def self_checks(context: ServiceContext) -> None:
     if verified is not None and not verified.ok:
         log.error("%s; `prognos audit verify` lists the problems", verified.summary())
     if vault_due:  # no session is held over Vault's HTTP calls
-        status = selfchecks.vault_status(selfchecks.broker_for(settings.vault))
+        status = selfchecks.vault_status(settings.vault)
         with session_scope(context.sessions) as session:
             selfchecks.record_vault(session, status, now=now)
             session.commit()

@@ -65,10 +65,15 @@ class VaultStatus:
     detail: str | None = None  #: the error's code when not ok; never a token
 
 
-def vault_status(broker: CredentialBroker) -> VaultStatus:
-    """Vault's health and the service token's TTL (logging in first if needed)."""
+def vault_status(settings: VaultSettings) -> VaultStatus:
+    """Vault's health and the TTL of the service token (logging in with the AppRole first if
+    needed). With a response-wrapped secret_id only the health is checked: its single unwrap
+    belongs to the executor's login."""
     try:
+        broker = broker_for(settings)
         broker.client.health()
+        if settings.secret_id_wrapped:
+            return VaultStatus(ok=True)
         return VaultStatus(ok=True, ttl=_token_ttl(broker))
     except VaultError as exc:
         log.warning("vault check failed: %s", exc.message)

@@ -25,7 +25,7 @@ def check(sessions: sessionmaker[Session], settings: VaultSettings, now: datetim
     with sessions() as session:
         if not selfchecks.vault_due(session, settings=settings, now=now):
             return
-    status = selfchecks.vault_status(selfchecks.broker_for(settings))
+    status = selfchecks.vault_status(settings)
     with sessions() as session:
         selfchecks.record_vault(session, status, now=now)
         session.commit()
@@ -50,10 +50,11 @@ def test_vault_up_with_the_service_token_ttl_then_throttled(
 
 
 def test_a_revoked_service_token_is_replaced_by_a_new_login(vault_env: VaultEnv) -> None:
-    broker = CredentialBroker(vault_env.settings())
+    settings = vault_env.settings()
+    broker = selfchecks.broker_for(settings)
     token = broker.service_token()
     vault_env.root("POST", "auth/token/revoke", {"token": token})
-    status = selfchecks.vault_status(broker)
+    status = selfchecks.vault_status(settings)
     assert status.ok and status.ttl and status.ttl > 0
     assert broker.service_token() != token
 
@@ -71,12 +72,19 @@ def test_a_refused_secret_id_is_recorded_as_down_without_the_secret(
 
 
 def test_a_sealed_then_stopped_vault_is_down(own_vault: VaultEnv) -> None:
-    broker = CredentialBroker(own_vault.settings())
-    assert selfchecks.vault_status(broker).ok
+    settings = own_vault.settings()
+    assert selfchecks.vault_status(settings).ok
     own_vault.root("PUT", "sys/seal")
-    assert selfchecks.vault_status(broker) == selfchecks.VaultStatus(
-        ok=False, detail="vault_sealed"
-    )
+    sealed = selfchecks.vault_status(settings)
+    assert sealed == selfchecks.VaultStatus(ok=False, detail="vault_sealed")
     own_vault.server.stop()
-    status = selfchecks.vault_status(broker)
+    status = selfchecks.vault_status(settings)
     assert status == selfchecks.VaultStatus(ok=False, detail="vault_unavailable")
+
+
+def test_a_wrapped_secret_id_is_left_to_the_executor(vault_env: VaultEnv) -> None:
+    """Its one unwrap belongs to the executor's login: the check asks Vault's health only."""
+    settings = vault_env.settings(wrapped=True)
+    assert selfchecks.vault_status(settings) == selfchecks.VaultStatus(ok=True)
+    broker = CredentialBroker(settings)  # the executor's: the wrapping token still unwraps
+    assert broker.service_token()

@@ -118,9 +118,8 @@ class LeadingScheduler:
     def __init__(self, context: ServiceContext, lock: LeaderLock | None = None) -> None:
         self.context = context
         self.retry = retry_every(context.settings.ingest.interval)
-        self.lock = lock or LeaderLock(
-            context.engine, probe=max(self.retry * 2, timedelta(seconds=1))
-        )
+        # Probed every retry, 3 probes lost: a vanished host's lock is freed in about one interval.
+        self.lock = lock or LeaderLock(context.engine, probe=max(self.retry, timedelta(seconds=1)))
         self._scheduler: BaseScheduler | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -329,11 +329,15 @@ def _anchor_problem(walk: _Walk, checkpoint: Checkpoint | None, path: Path) -> s
         return f"checkpoint {path} is unreadable"
     if checkpoint.seq > 0 and walk.anchor_hash is None:
         last = walk.head_seq or 0
+        lost = (
+            f"entry {checkpoint.seq} was"
+            if last + 1 == checkpoint.seq
+            else f"entries {last + 1}..{checkpoint.seq} were"
+        )
         return (
             f"the chain is behind its anchor: the checkpoint says it reaches entry "
-            f"{checkpoint.seq} but it ends at entry {last}, so entries {last + 1}.."
-            f"{checkpoint.seq} were removed from the tail, or an older backup was restored. "
-            + _RESTORED_HINT
+            f"{checkpoint.seq} but it ends at entry {last}, so {lost} removed from the tail, "
+            "or an older backup was restored. " + _RESTORED_HINT
         )
     if checkpoint.seq > 0 and walk.anchor_hash != checkpoint.hash:
         return (

@@ -652,7 +652,9 @@ def _postgres_restore(dump: Path, url: str, progress: Progress) -> None:
         [pg_restore, "--list", str(dump)], capture_output=True, text=True, check=False
     )
     if listing.returncode != 0:
-        raise BackupError(f"{dump.name} is not a pg_dump archive: {listing.stderr.strip()[-500:]}")
+        raise BackupError(
+            f"{dump.name} is not a readable pg_dump archive: {listing.stderr.strip()[-500:]}"
+        )
     tables = sum(1 for line in listing.stdout.splitlines() if " TABLE DATA " in line)
     report = _table_progress("restoring", tables, progress)
     clear = _postgres_clear_sql(url).encode()
@@ -702,11 +704,21 @@ def _postgres_restore(dump: Path, url: str, progress: Progress) -> None:
             progress=lambda _line: None,
             stdin=os.fdopen(read_fd, "rb"),
         )
+    except BackupError as exc:
+        for thread in threads:
+            thread.join(timeout=10)
+        if script.poll() not in (None, 0):  # psql stopped at our sentinel, or at the cut
+            said = "; ".join(errors)[-1000:] or "no message"
+            raise BackupError(
+                f"pg_restore failed part-way (exit status {script.returncode}: {said}); the "
+                "transaction was rolled back, nothing restored: the database is as it was"
+            ) from None
+        raise BackupError(
+            f"{exc.message}; the transaction was rolled back, nothing restored"
+        ) from None
     finally:
         with suppress(ProcessLookupError):
             script.kill()
         script.wait()
         for thread in threads:
             thread.join(timeout=10)
-    if errors:  # psql succeeded, so this cannot happen unless pg_restore lied about its status
-        raise BackupError(f"pg_restore reported: {'; '.join(errors)[-1000:]}")

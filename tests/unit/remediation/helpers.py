@@ -3,7 +3,9 @@ through approval to its pending execution."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -118,3 +120,30 @@ def command_playbook(name: str, **match: Any) -> Playbook:
         steps=[{"kind": "command", "name": name, "argv": ["true", "{{ target }}"]}],
         match=match,
     )
+
+
+def audit_approvals(
+    sessions: sessionmaker[Session],
+    checkpoint: Path,
+    count: int,
+    *,
+    start: int = 0,
+    data: Callable[[int], dict[str, Any]] = lambda i: {"n": i},
+    now: Callable[[int], datetime] | None = None,
+) -> None:
+    """`count` anchored audit entries, one transaction each, as approvals of proposals
+    start..start+count-1 would write them."""
+    from remediation import audit
+
+    for i in range(start, start + count):
+        with sessions() as session:
+            audit.append(
+                session,
+                actor="alice",
+                action="approve",
+                subject=f"proposal:{i}",
+                data=data(i),
+                now=None if now is None else now(i),
+                checkpoint=checkpoint,
+            )
+            session.commit()

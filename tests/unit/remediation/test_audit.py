@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from remediation import audit
 from remediation.domain import ReasonRequiredError
 from remediation.tables import AuditHeadRow, AuditRow
-from tests.unit.remediation.helpers import later
+from tests.unit.remediation.helpers import audit_approvals, later
 
 Sessions = sessionmaker[Session]
 
@@ -24,18 +24,13 @@ def head(tmp_path: Path) -> Path:
 
 
 def fill(sessions: Sessions, head: Path, count: int = 5) -> None:
-    for i in range(count):
-        with sessions() as session:
-            audit.append(
-                session,
-                actor="alice",
-                action="approve",
-                subject=f"proposal:{i}",
-                data={"digest": f"{i:064x}", "n": i, "nested": {"b": 1, "a": [1.5, None]}},
-                now=later(i),
-                checkpoint=head,
-            )
-            session.commit()
+    audit_approvals(
+        sessions,
+        head,
+        count,
+        data=lambda i: {"digest": f"{i:064x}", "n": i, "nested": {"b": 1, "a": [1.5, None]}},
+        now=later,
+    )
 
 
 def check(sessions: Sessions, head: Path) -> audit.VerifyResult:

@@ -14,6 +14,7 @@ from core.database import create_engine, migrate, session_factory
 from prognos.cli import app
 from remediation import audit
 from remediation.tables import AuditRow
+from tests.unit.remediation.helpers import audit_approvals
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "playbooks"
 
@@ -70,17 +71,7 @@ def chain(workdir: Path, count: int) -> tuple[Engine, sessionmaker[Session]]:
     engine = create_engine(f"sqlite:///{workdir / 'var' / 'prognos.db'}")
     migrate(engine)
     sessions = session_factory(engine)
-    for i in range(count):
-        with sessions() as session:
-            audit.append(
-                session,
-                actor="alice",
-                action="approve",
-                subject=f"proposal:{i}",
-                data={"n": i},
-                checkpoint=workdir / "var" / "audit-head",
-            )
-            session.commit()
+    audit_approvals(sessions, workdir / "var" / "audit-head", count)
     return engine, sessions
 
 

@@ -17,10 +17,11 @@ import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cramjam
 import numpy as np
+import numpy.typing as npt
 import promql_parser
 import requests
 
@@ -116,7 +117,40 @@ def encode_read_request(
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_read_response(body: bytes) -> list[list[RawSeries]]:
+@dataclass(slots=True)
+class SeriesBatch:
+    """The series of one query: their label sets, and their samples (epoch milliseconds)
+    concatenated, series i being rows offsets[i]:offsets[i + 1], each in time order."""
+
+    labels: list[dict[str, str]]
+    timestamps_ms: IntArray
+    values: FloatArray
+    offsets: IntArray
+
+    @classmethod
+    def of(cls, series: Sequence[RawSeries]) -> SeriesBatch:
+        counts = [s.timestamps_ms.shape[0] for s in series]
+        return cls(
+            [s.labels for s in series],
+            np.concatenate([s.timestamps_ms for s in series]) if series else _NO_TIMES,
+            np.concatenate([s.values for s in series]) if series else _NO_VALUES,
+            np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
+        )
+
+    def series(self) -> list[RawSeries]:
+        bounds = self.offsets.tolist()
+        return [
+            RawSeries(labels, self.timestamps_ms[a:b], self.values[a:b])
+            for labels, a, b in zip(self.labels, bounds, bounds[1:], strict=False)
+        ]
+
+
+_NO_TIMES: IntArray = np.empty(0, np.int64)
+_NO_VALUES: FloatArray = np.empty(0, np.float64)
+Layout = tuple[int, bool]  #: (bytes per sample entry, whether the value field is present)
+
+
+def decode_read_response(body: bytes) -> list[SeriesBatch]:
     """The series of each query of a snappy-compressed ReadResponse (SAMPLES)."""
     try:
         buf = bytes(cramjam.snappy.decompress_raw(body))
@@ -124,12 +158,60 @@ def decode_read_response(body: bytes) -> list[list[RawSeries]]:
         raise RemoteReadDecodeError(f"not snappy-compressed ({exc})") from None
     try:
         return [
-            [_series(buf, s, e) for field, s, e in _messages(buf, start, stop) if field == 1]
+            _query_result(buf, start, stop)
             for field, start, stop in _messages(buf, 0, len(buf))
             if field == 1
         ]
     except (IndexError, struct.error) as exc:
         raise RemoteReadDecodeError(f"truncated protobuf ({exc})") from None
+
+
+def _query_result(buf: bytes, pos: int, stop: int) -> SeriesBatch:
+    """Labels are read per series; the samples of every series laid out alike are decoded
+    together, as one numpy array (a series that turns out otherwise is walked on its own)."""
+    labels: list[dict[str, str]] = []
+    parts: list[tuple[IntArray, FloatArray]] = []
+    alike: dict[Layout, list[tuple[int, int, int, int]]] = {}
+    for field, start, end in _messages(buf, pos, stop):
+        if field != 1:
+            continue
+        head, at = _series_head(buf, start, end)
+        layout = _layout(buf, at, end) if at < end else None
+        if layout is None:
+            series = _series(buf, start, end)
+            labels.append(series.labels)
+            parts.append((series.timestamps_ms, series.values))
+            continue
+        alike.setdefault(layout, []).append((len(labels), start, at, end))
+        labels.append(head)
+        parts.append((_NO_TIMES, _NO_VALUES))
+    view = memoryview(buf)
+    for (stride, has_value), members in alike.items():
+        rows = np.frombuffer(b"".join(view[at:end] for _, _, at, end in members), np.uint8)
+        decoded = _decode_rows(rows.reshape(-1, stride), has_value)
+        if decoded is None:  # one of them is laid out otherwise: each on its own
+            for index, start, _, end in members:
+                series = _series(buf, start, end)
+                labels[index] = series.labels
+                parts[index] = (series.timestamps_ms, series.values)
+            continue
+        counts = [(end - at) // stride for _, _, at, end in members]
+        splits = np.cumsum(counts)[:-1]
+        for (index, *_), ts, vs in zip(
+            members, np.split(decoded[0], splits), np.split(decoded[1], splits), strict=True
+        ):
+            parts[index] = (ts, vs)
+    for index, (ts, vs) in enumerate(parts):
+        if ts.shape[0] > 1 and not bool((ts[1:] > ts[:-1]).all()):
+            order = np.argsort(ts, kind="stable")
+            parts[index] = (ts[order], vs[order])
+    counts = [p[0].shape[0] for p in parts]
+    return SeriesBatch(
+        labels,
+        np.concatenate([p[0] for p in parts]) if parts else _NO_TIMES,
+        np.concatenate([p[1] for p in parts]) if parts else _NO_VALUES,
+        np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
+    )
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -177,7 +259,19 @@ def _messages(buf: bytes, pos: int, stop: int) -> list[tuple[int, int, int]]:
     return found
 
 
+def _series_head(buf: bytes, pos: int, stop: int) -> tuple[dict[str, str], int]:
+    """The labels before a series' first sample, and where that sample starts."""
+    labels: dict[str, str] = {}
+    while pos < stop and buf[pos] == 0x0A:  # field 1 (labels), length-delimited
+        length, start = _varint(buf, pos + 1)
+        name, value = _label(buf, start, start + length)
+        labels[name] = value
+        pos = start + length
+    return labels, pos
+
+
 def _series(buf: bytes, pos: int, stop: int) -> RawSeries:
+    """One series walked field by field, in whatever order its fields come."""
     labels: dict[str, str] = {}
     times: list[IntArray] = []
     values: list[FloatArray] = []
@@ -197,11 +291,8 @@ def _series(buf: bytes, pos: int, stop: int) -> RawSeries:
             pos = _skip(buf, pos, key & 7)
     if pos != stop:
         raise RemoteReadDecodeError("a field runs past its series")
-    ts = np.concatenate(times) if times else np.empty(0, np.int64)
-    vs = np.concatenate(values) if values else np.empty(0, np.float64)
-    if ts.shape[0] > 1 and not bool((ts[1:] > ts[:-1]).all()):
-        order = np.argsort(ts, kind="stable")
-        ts, vs = ts[order], vs[order]
+    ts = np.concatenate(times) if times else _NO_TIMES
+    vs = np.concatenate(values) if values else _NO_VALUES
     return RawSeries(labels, ts, vs)
 
 
@@ -217,9 +308,12 @@ def _label(buf: bytes, pos: int, stop: int) -> tuple[str, str]:
 
 
 def _samples(buf: bytes, pos: int, stop: int) -> tuple[IntArray, FloatArray, int]:
-    fast = _fixed_samples(buf, pos, stop)
-    if fast is not None:
-        return fast[0], fast[1], stop
+    layout = _layout(buf, pos, stop)
+    if layout is not None:
+        rows = np.frombuffer(buf, np.uint8, count=stop - pos, offset=pos)
+        decoded = _decode_rows(rows.reshape(-1, layout[0]), layout[1])
+        if decoded is not None:
+            return decoded[0], decoded[1], stop
     times: list[int] = []
     values: list[float] = []
     while pos < stop and buf[pos] == 0x12:
@@ -245,28 +339,78 @@ def _samples(buf: bytes, pos: int, stop: int) -> tuple[IntArray, FloatArray, int
     return np.array(times, np.int64), np.array(values, np.float64), pos
 
 
-def _fixed_samples(buf: bytes, pos: int, stop: int) -> tuple[IntArray, FloatArray] | None:
-    """All samples from `pos` to the end of the series when every entry has the same layout
-    (tag, length, [value], timestamp varint of one size): what Prometheus sends for a series
-    whose values are all non-zero (or all zero) and whose timestamps share a varint size."""
+def _layout(buf: bytes, pos: int, stop: int) -> Layout | None:
+    """The layout of the sample entry at `pos` if entries of that size could fill the rest of
+    the series exactly: tag, length, [value], timestamp tag and a varint of one size. That is
+    what Prometheus sends for a series whose values are all non-zero (or all zero) and whose
+    timestamps share a varint size; `_decode_rows` checks every entry."""
+    if buf[pos] != 0x12:
+        return None
     length = buf[pos + 1]
     stride = length + 2
     if length >= 0x80 or (stop - pos) % stride:
         return None
-    rows = np.frombuffer(buf, np.uint8, count=stop - pos, offset=pos).reshape(-1, stride)
     has_value = buf[pos + 2] == 0x09
     at = 11 if has_value else 2  # the timestamp's tag
-    width = stride - at - 1  # varint bytes
-    if at >= stride or buf[pos + at] != 0x10 or not 1 <= width <= 10:
+    if at >= stride or buf[pos + at] != 0x10 or not 1 <= stride - at - 1 <= 10:
         return None
-    fixed = [0, 1, at] + ([2] if has_value else [])
-    if not (rows[:, fixed] == rows[0, fixed]).all():
+    return stride, has_value
+
+
+def _decode_rows(
+    rows: npt.NDArray[np.uint8], has_value: bool
+) -> tuple[IntArray, FloatArray] | None:
+    """Timestamps and values of sample entries, one per row, if every row is laid out as
+    `_layout` said; None otherwise."""
+    count, stride = rows.shape
+    at = 11 if has_value else 2  # the timestamp's tag
+    width = stride - at - 1
+    if stride < 8 or width > 8:
+        return _decode_rows_bytewise(rows, has_value)
+    # Fields read in place from the rows' bytes (unaligned views, no copy): the tag and length
+    # as one uint16, the value, and the 8 bytes that end the row (the varint is their top).
+    fields: dict[str, Any] = {
+        "names": ["head", "ts_tag", "tail"],
+        "formats": ["<u2", "u1", "<u8"],
+        "offsets": [0, at, stride - 8],
+        "itemsize": stride,
+    }
+    if has_value:
+        fields["names"] += ["value_tag", "value"]
+        fields["formats"] += ["u1", "<f8"]
+        fields["offsets"] += [2, 3]
+    layout: Any = np.dtype(fields)  # type: ignore[call-overload]
+    view: Any = np.frombuffer(np.ascontiguousarray(rows).data, layout, count=count)
+    ok = (view["head"] == 0x12 | (stride - 2) << 8).all() and (view["ts_tag"] == 0x10).all()
+    if has_value:
+        ok = ok and bool((view["value_tag"] == 0x09).all())
+    varint = view["tail"] >> np.uint64(8 * (8 - width))
+    more = sum(0x80 << (8 * i) for i in range(width - 1))  # continuation bits: all but the last
+    mask = np.uint64(more | 0x80 << (8 * (width - 1)))
+    if not (ok and bool(((varint & mask) == np.uint64(more)).all())):
+        return None
+    ts = np.zeros(count, np.uint64)
+    for i in range(width):
+        ts |= ((varint >> np.uint64(8 * i)) & np.uint64(0x7F)) << np.uint64(7 * i)
+    values = view["value"].astype(np.float64) if has_value else np.zeros(count, np.float64)
+    return ts.view(np.int64), values
+
+
+def _decode_rows_bytewise(
+    rows: npt.NDArray[np.uint8], has_value: bool
+) -> tuple[IntArray, FloatArray] | None:
+    """`_decode_rows` for rows shorter than 8 bytes or with 9- and 10-byte varints."""
+    stride = rows.shape[1]
+    at = 11 if has_value else 2
+    columns = [0, 1, at] + ([2] if has_value else [])
+    expected = np.array([0x12, stride - 2, 0x10] + ([0x09] if has_value else []), np.uint8)
+    if not (rows[:, columns] == expected).all():
         return None
     varint = rows[:, at + 1 :]
     if not ((varint[:, :-1] & 0x80).all() and (varint[:, -1] < 0x80).all()):
         return None
     ts = np.zeros(rows.shape[0], np.uint64)
-    for i in range(width):
+    for i in range(varint.shape[1]):
         ts |= (varint[:, i] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
     if has_value:
         values = np.ascontiguousarray(rows[:, 3:11]).view("<f8").reshape(-1).astype(np.float64)
@@ -277,33 +421,73 @@ def _fixed_samples(buf: bytes, pos: int, stop: int) -> tuple[IntArray, FloatArra
 
 # ----------------------------------------------------------------------------- step grid
 
+# Steps x series evaluated at once: bounds the memory of the (series, steps) arrays.
+_GRID_CELLS = 2_000_000
+
 
 def on_step_grid(
-    raw: RawSeries, target: str, start: int, end: int, step: int, lookback_s: int
-) -> SeriesData | None:
-    """query_range's points of one series over [start, end] (seconds, step-aligned): at each
+    batch: SeriesBatch, target: str, start: int, end: int, step: int, lookback_s: int
+) -> list[SeriesData]:
+    """query_range's points of each series over [start, end] (seconds, step-aligned): at each
     step the newest sample at or before it, if no older than the lookback delta and not a
-    staleness marker; None when no step has a value (query_range leaves such a series out).
-    NaN and ±Inf are dropped and counted, as in the query_range path."""
-    ts = raw.timestamps_ms
-    if ts.shape[0] == 0:
-        return None
+    staleness marker. A series with no value at any step is left out, as query_range leaves
+    it out; NaN and ±Inf are dropped and counted, as in the query_range path."""
     grid = np.arange(start, end + 1, step, dtype=np.int64)
+    if grid.shape[0] == 0 or batch.timestamps_ms.shape[0] == 0:
+        return []
+    out: list[SeriesData] = []
+    per_slice = max(1, _GRID_CELLS // grid.shape[0])
+    for first in range(0, len(batch.labels), per_slice):
+        last = min(first + per_slice, len(batch.labels))
+        out.extend(_grid_slice(batch, first, last, grid, target, lookback_s * 1000))
+    return out
+
+
+def _grid_slice(
+    batch: SeriesBatch, first: int, last: int, grid: IntArray, target: str, lookback_ms: int
+) -> list[SeriesData]:
+    """Series first..last-1 at once: each series' samples are shifted into a band of its own
+    on one time axis, so that one searchsorted finds every step's newest sample."""
+    lo, hi = int(batch.offsets[first]), int(batch.offsets[last])
+    if hi == lo:
+        return []
+    ts = batch.timestamps_ms[lo:hi]
     grid_ms = grid * 1000
-    index = np.searchsorted(ts, grid_ms, side="right") - 1
-    ok = index >= 0
+    base = min(int(ts.min()), int(grid_ms[0]))
+    band = max(int(ts.max()), int(grid_ms[-1])) - base + 1
+    count = last - first
+    if count > 1 and band * count >= 1 << 62:  # timestamps far apart: fewer bands at once
+        middle = (first + last) // 2
+        return [
+            *_grid_slice(batch, first, middle, grid, target, lookback_ms),
+            *_grid_slice(batch, middle, last, grid, target, lookback_ms),
+        ]
+    starts = batch.offsets[first:last] - lo
+    keys = (
+        ts
+        - base
+        + np.repeat(
+            np.arange(count, dtype=np.int64) * band, np.diff(batch.offsets[first : last + 1])
+        )
+    )
+    steps = (grid_ms - base)[None, :] + (np.arange(count, dtype=np.int64) * band)[:, None]
+    index = np.searchsorted(keys, steps.ravel(), side="right").reshape(count, -1) - 1
+    ok = index >= starts[:, None]  # else the newest sample before the step is another series'
     index = np.maximum(index, 0)
-    ok &= ts[index] >= grid_ms - lookback_s * 1000
-    values = raw.values[index]
+    ok &= ts[index] >= grid_ms[None, :] - lookback_ms
+    values = batch.values[lo:hi][index]
     ok &= values.view(np.uint64) != STALE_NAN
-    if not ok.any():
-        return None
-    grid, values = grid[ok], values[ok]
-    finite = np.isfinite(values)
-    dropped = int(values.shape[0] - finite.sum())
-    if dropped:
-        grid, values = grid[finite], values[finite]
-    return SeriesData(SeriesKey.of(target, raw.labels), grid, values, dropped_non_finite=dropped)
+    out = []
+    for row in np.flatnonzero(ok.any(axis=1)).tolist():
+        keep = ok[row]
+        points, stamps = values[row][keep], grid[keep]
+        finite = np.isfinite(points)
+        dropped = int(points.shape[0] - finite.sum())
+        if dropped:
+            points, stamps = points[finite], stamps[finite]
+        key = SeriesKey.of(target, batch.labels[first + row])
+        out.append(SeriesData(key, stamps, points, dropped_non_finite=dropped))
+    return out
 
 
 # ----------------------------------------------------------------------------- client
@@ -367,14 +551,9 @@ class RemoteReader:
             self.available = False
             log.warning("%s; reading with query_range from now on", exc.message)
             return None
-        result = PullResult()
-        for series in raw:
-            points = on_step_grid(series, target.name, start, end, step, lookback)
-            if points is not None:
-                result.series.append(points)
-        return result
+        return PullResult(on_step_grid(raw, target.name, start, end, step, lookback))
 
-    def _fetch(self, body: bytes, target: str) -> list[RawSeries]:
+    def _fetch(self, body: bytes, target: str) -> SeriesBatch:
         url = self.transport.url
         response = self.transport.post(READ_PATH, body, READ_HEADERS, target=target)
         if response.status_code in _UNSUPPORTED:
@@ -406,4 +585,4 @@ class RemoteReader:
                 f"cannot be decoded ({exc}); set prometheus.read_api: query_range if a proxy "
                 f"alters {READ_PATH}"
             ) from None
-        return results[0] if results else []
+        return results[0] if results else SeriesBatch.of([])

@@ -22,6 +22,7 @@ from ingest.remote_read import (
     RemoteReadDecodeError,
     RemoteReader,
     RemoteReadUnsupportedError,
+    SeriesBatch,
     decode_read_response,
     encode_read_request,
     on_step_grid,
@@ -135,6 +136,10 @@ CASES = {
         (MS, 5.0),
     ],
     "no samples": [],
+    "zeros at tiny timestamps (entries under 8 bytes)": [(1, 0.0), (2, 0.0), (3, 0.0)],
+    "negative timestamps (10-byte varints)": [(-3_000, 1.0), (-2_000, 2.0), (-1_000, 3.0)],
+    # 18 + 9 + 9 bytes: divisible by the first entry's size, yet not one layout.
+    "a value, then two zeros": [(MS, 1.5), (MS + 1, 0.0), (MS + 2, 0.0)],
 }
 
 
@@ -142,16 +147,26 @@ CASES = {
 def test_decoded_samples_equal_the_protobuf_librarys_bit_for_bit(case: str) -> None:
     samples = CASES[case]
     labels = {"__name__": "m", "service": "cart", "pod": "p-1"}
-    (series,) = decode_read_response(response([(labels, samples)]))[0]
+    (series,) = decode_read_response(response([(labels, samples)]))[0].series()
     assert series.labels == labels
     assert series.timestamps_ms.tolist() == [t for t, _ in samples]
     assert bits(series.values) == bits([v for _, v in samples])
 
 
+def test_series_decoded_together_equal_each_decoded_alone() -> None:
+    series = [({"__name__": "m", "case": case}, samples) for case, samples in CASES.items()]
+    together = decode_read_response(response(series))[0].series()
+    alone = [decode_read_response(response([s]))[0].series()[0] for s in series]
+    assert [s.labels for s in together] == [s.labels for s in alone]
+    for got, expected in zip(together, alone, strict=True):
+        assert got.timestamps_ms.tolist() == expected.timestamps_ms.tolist()
+        assert bits(got.values) == bits(expected.values)
+
+
 def test_every_query_and_series_comes_back_in_order() -> None:
     first = [({"__name__": "a", "i": str(i)}, [(MS + i, float(i + 1))]) for i in range(3)]
     second = [({"__name__": "b"}, [(MS, 2.5), (MS + 60_000, 0.0)])]
-    decoded = decode_read_response(response(first, second))
+    decoded = [q.series() for q in decode_read_response(response(first, second))]
     assert [[s.labels for s in q] for q in decoded] == [
         [labels for labels, _ in first],
         [{"__name__": "b"}],
@@ -171,7 +186,7 @@ def test_an_unusual_field_order_is_decoded_too() -> None:
         field(2, sample) + field(2, sample[:3] + b"\x09" + struct.pack("<d", 0.5)) + field(1, label)
     )
     body = field(1, field(1, series))
-    (decoded,) = decode_read_response(bytes(cramjam.snappy.compress_raw(body)))[0]
+    (decoded,) = decode_read_response(bytes(cramjam.snappy.compress_raw(body)))[0].series()
     assert decoded.labels == {"__name__": "m"}
     assert decoded.timestamps_ms.tolist() == [144, 144]
     assert decoded.values.tolist() == [1.25, 0.5]
@@ -193,10 +208,10 @@ def test_a_body_that_is_not_a_read_response_is_a_decode_error(body: bytes | None
 # ----------------------------------------------------------------------------- step grid
 
 
-def raw(points: list[tuple[float, float]]) -> RawSeries:
+def raw(points: list[tuple[float, float]], name: str = "m") -> RawSeries:
     """Samples at second offsets from T0."""
     return RawSeries(
-        {"__name__": "m"},
+        {"__name__": name},
         np.array([round((T0 + s) * 1000) for s, _ in points], np.int64),
         np.array([v for _, v in points], np.float64),
     )
@@ -205,9 +220,10 @@ def raw(points: list[tuple[float, float]]) -> RawSeries:
 def grid_points(
     series: RawSeries, end_offset: int, step: int = 60, lookback: int = 300
 ) -> list[tuple[int, float]]:
-    data = on_step_grid(series, "t", T0, T0 + end_offset, step, lookback)
-    if data is None:
+    found = on_step_grid(SeriesBatch.of([series]), "t", T0, T0 + end_offset, step, lookback)
+    if not found:
         return []
+    (data,) = found
     return [
         (t - T0, v) for t, v in zip(data.timestamps.tolist(), data.values.tolist(), strict=True)
     ]
@@ -239,8 +255,7 @@ def test_a_staleness_marker_ends_the_series_until_the_next_sample() -> None:
 
 def test_nan_and_infinities_are_dropped_and_counted() -> None:
     series = raw([(0, float("nan")), (60, float("inf")), (120, 7.0)])
-    data = on_step_grid(series, "t", T0, T0 + 120, 60, 300)
-    assert data is not None
+    (data,) = on_step_grid(SeriesBatch.of([series]), "t", T0, T0 + 120, 60, 300)
     assert (data.timestamps.tolist(), data.values.tolist(), data.dropped_non_finite) == (
         [T0 + 120],
         [7.0],
@@ -249,8 +264,41 @@ def test_nan_and_infinities_are_dropped_and_counted() -> None:
 
 
 def test_a_series_with_no_point_in_the_window_is_left_out() -> None:
-    assert on_step_grid(raw([(-1000, 1.0)]), "t", T0, T0 + 600, 60, 300) is None
-    assert on_step_grid(raw([]), "t", T0, T0 + 600, 60, 300) is None
+    assert grid_points(raw([(-1000, 1.0)]), 600) == []
+    assert grid_points(raw([]), 600) == []
+
+
+@pytest.mark.parametrize("cells", [2_000_000, 7, 1], ids=["at once", "in slices", "one by one"])
+def test_many_series_evaluated_together_equal_each_on_its_own(
+    monkeypatch: pytest.MonkeyPatch, cells: int
+) -> None:
+    # Neighbours that end early, start late, are empty or sit far in the past must not lend
+    # a sample to the series next to them.
+    monkeypatch.setattr("ingest.remote_read._GRID_CELLS", cells)
+    rng = np.random.default_rng(3)
+    series = [
+        raw(
+            [
+                (float(t), float(v))
+                for t, v in zip(range(-300, 900, 37), rng.normal(size=40), strict=False)
+            ],
+            "a",
+        ),
+        raw([(-250.0, 1.0), (10.0, 2.0)], "b"),
+        raw([], "c"),
+        raw([(400.0, 3.0), (401.0, STALE), (700.0, 4.0)], "d"),
+        raw([(-(10**9), 5.0)], "e"),
+        raw([(float(t), 6.0) for t in range(0, 900, 60)], "f"),
+    ]
+    together = on_step_grid(SeriesBatch.of(series), "t", T0, T0 + 840, 60, 300)
+    alone = [
+        d for s in series for d in on_step_grid(SeriesBatch.of([s]), "t", T0, T0 + 840, 60, 300)
+    ]
+    assert [d.key for d in together] == [d.key for d in alone]
+    assert [d.key.label_dict["__name__"] for d in together] == ["a", "b", "d", "f"]
+    for got, expected in zip(together, alone, strict=True):
+        assert got.timestamps.tolist() == expected.timestamps.tolist()
+        assert bits(got.values) == bits(expected.values)
 
 
 # ----------------------------------------------------------------------------- client

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import Session
 
 from core.database import MIGRATIONS_DIR, create_engine, migrate, safe_url
@@ -375,7 +375,14 @@ def _libpq(url: str) -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)
-    conninfo = parsed.set(drivername="postgresql", password=None)
+    conninfo = URL.create(  # URL.set(password=None) would keep the password
+        "postgresql",
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    )
     return conninfo.render_as_string(hide_password=False), env
 
 

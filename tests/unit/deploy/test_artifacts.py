@@ -189,3 +189,17 @@ def test_the_configmap_holds_a_valid_configuration(tmp_path: Path) -> None:
     settings = load_settings(config, search=False)
     assert settings.effective_source == "prometheus"
     assert settings.remediation.audit_checkpoint == Path("/var/lib/prognos/audit-head")
+
+
+def test_the_image_copies_every_package_the_distribution_ships() -> None:
+    """A package added to pyproject.toml but not to the Dockerfile (or .dockerignore) would
+    build an image that fails at its first import."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = [p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    allowed = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    for package in packages:
+        assert f"COPY {package} ./{package}\n" in dockerfile, package
+        assert f"!{package}/" in allowed, package

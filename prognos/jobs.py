@@ -26,6 +26,7 @@ from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
 from prognos.engine import build_engine
+from prognos.export import export_predictions
 from rca import flows as rca_flows
 from rca.alertmanager import flows as alertmanager_flows
 from rca.alertmanager.webhook import prune_received
@@ -109,8 +110,7 @@ def forecast_cycle(context: ServiceContext) -> list[CycleSummary]:
                 now=context.clock.now(),
                 max_catchup=max(
                     1,
-                    int(context.settings.ingest.max_catchup.total_seconds())
-                    // target.step_seconds,
+                    int(context.settings.ingest.max_catchup.total_seconds()) // target.step_seconds,
                 ),
             )
         except Exception:
@@ -145,6 +145,7 @@ def cycle(context: ServiceContext) -> None:
         refresh_rules,
         ingest_cycle,
         forecast_cycle,
+        export_predictions,
         group_incidents,
         alertmanager_cycle,
         expire_proposals,

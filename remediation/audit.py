@@ -389,9 +389,10 @@ def reanchor_plan(session: Session, checkpoint_path: Path) -> tuple[Checkpoint |
             + "; ".join(walk.problems[:5])
             + ". Restore an intact backup (`prognos db restore`) first."
         )
-    if _anchor_problem(walk, checkpoint, checkpoint_path) is None and checkpoint is not None:
+    if _anchor_problem(walk, checkpoint, checkpoint_path) is None:
+        where = "no entries yet" if checkpoint is None else f"entry {checkpoint.seq}"
         raise NothingToReanchorError(
-            f"the audit chain and its anchor agree (entry {checkpoint.seq}): nothing to re-anchor"
+            f"the audit chain and its anchor agree ({where}): nothing to re-anchor"
         )
     head = Checkpoint(seq=walk.head_seq or 0, hash=walk.head_hash or GENESIS)
     return (checkpoint if checkpoint is not None and checkpoint.seq >= 0 else None), head

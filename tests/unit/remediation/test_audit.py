@@ -235,6 +235,8 @@ def test_new_entries_after_a_restore_do_not_carry_the_anchor_past_the_lost_ones(
 def test_reanchoring_is_refused_for_a_damaged_chain_an_agreeing_anchor_or_no_reason(
     sessions: Sessions, head: Path
 ) -> None:
+    with sessions() as session, pytest.raises(audit.NothingToReanchorError, match="no entries"):
+        audit.reanchor(session, head, actor="cli:root", reason="empty")
     fill(sessions, head)
     with sessions() as session, pytest.raises(audit.NothingToReanchorError):
         audit.reanchor(session, head, actor="cli:root", reason="why not")

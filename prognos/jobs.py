@@ -152,13 +152,15 @@ def cycle(context: ServiceContext) -> None:
         self_checks,
     )
     started = time.perf_counter()
-    ok = True
-    for stage in stages:
-        ok = _run_stage(context, stage) and ok
-    _record_stage(context, "cycle", time.perf_counter() - started, ok=ok)
+    runs = [_run_stage(context, stage) for stage in stages]
+    runs.append(("cycle", time.perf_counter() - started, all(ok for _, _, ok in runs)))
+    _record_stages(context, runs)
 
 
-def _run_stage(context: ServiceContext, stage: Callable[[ServiceContext], object]) -> bool:
+def _run_stage(
+    context: ServiceContext, stage: Callable[[ServiceContext], object]
+) -> tuple[str, float, bool]:
+    """(its name, seconds, whether it finished without error)."""
     started = time.perf_counter()
     try:
         stage(context)
@@ -166,20 +168,20 @@ def _run_stage(context: ServiceContext, stage: Callable[[ServiceContext], object
     except Exception:
         log.exception("cycle stage %s failed; the later stages still run", stage.__name__)
         ok = False
-    _record_stage(context, stage.__name__, time.perf_counter() - started, ok=ok)
-    return ok
+    return stage.__name__, time.perf_counter() - started, ok
 
 
-def _record_stage(context: ServiceContext, stage: str, seconds: float, *, ok: bool) -> None:
-    """Count a stage's run for /metrics; a database that refuses it is logged, nothing more."""
+def _record_stages(context: ServiceContext, runs: list[tuple[str, float, bool]]) -> None:
+    """Count the cycle's stage runs for /metrics in one transaction; a database that refuses
+    them is logged, nothing more."""
     try:
         with session_scope(context.sessions) as session:
-            selfmetrics.record_stage(
-                session, stage=stage, seconds=seconds, ok=ok, now=context.clock.now()
-            )
+            now = context.clock.now()
+            for stage, seconds, ok in runs:
+                selfmetrics.record_stage(session, stage=stage, seconds=seconds, ok=ok, now=now)
             session.commit()
     except Exception:
-        log.exception("could not record cycle stage %s for /metrics", stage)
+        log.exception("could not record the cycle's stages for /metrics")
 
 
 def self_checks(context: ServiceContext) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -39,9 +40,9 @@ failing_expiry.__name__ = "expire_proposals"
 
 
 def test_each_cycle_stage_is_timed_counted_and_stamped(
-    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch
+    make_context: MakeContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    context = make_context()
+    context = make_context(data_dir=tmp_path)  # the audit checkpoint: <data_dir>/audit-head
     monkeypatch.setattr(jobs, "expire_proposals", failing_expiry)
     jobs.cycle(context)
     context.clock.advance(timedelta(minutes=1))
@@ -80,9 +81,9 @@ def test_each_cycle_stage_is_timed_counted_and_stamped(
 
 
 def test_audit_verification_runs_when_due_and_reports_a_broken_chain(
-    make_context: MakeContext,
+    make_context: MakeContext, tmp_path: Path
 ) -> None:
-    context = make_context(remediation={"audit_verify_every": "15m"})
+    context = make_context(data_dir=tmp_path, remediation={"audit_verify_every": "15m"})
     checkpoint = audit.checkpoint_for(context.settings)
     with context.sessions() as session:
         for n in range(3):
@@ -111,9 +112,9 @@ def test_audit_verification_runs_when_due_and_reports_a_broken_chain(
 
 
 def test_active_models_and_incident_counter_that_pruning_never_lowers(
-    make_context: MakeContext,
+    make_context: MakeContext, tmp_path: Path
 ) -> None:
-    context = make_context()
+    context = make_context(data_dir=tmp_path)
     with context.sessions() as session:
         for version, status in ((1, "retired"), (2, "active"), (3, "candidate")):
             trained = NOW - timedelta(days=4 - version)

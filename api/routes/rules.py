@@ -33,8 +33,10 @@ class RuleSeriesRead(BaseModel):
     )
     crossing_eta: datetime | None = Field(description="estimated time of the crossing")
     firing_eta: datetime | None = Field(
-        description="estimated time the rule fires: the crossing plus the rule's `for:`"
+        description="estimated time the rule fires for this series: the crossing plus the "
+        "rule's `for:`, or, while the condition already holds, its start plus `for:`"
     )
+    state: str = Field(description="Prometheus' state of the rule for this series")
     warning: bool = Field(description="the warning is on (probability held long enough)")
     warning_since: datetime | None = Field(description="first forecast of this warning")
     forecast_made_at: datetime
@@ -128,4 +130,5 @@ def _series(s: SeriesForecast) -> RuleSeriesRead:
         warning_since=None if s.warning_since is None else from_epoch(s.warning_since),
         forecast_made_at=from_epoch(s.made_at),
         model=s.model,
+        state=s.state,
     )

@@ -11,6 +11,15 @@ from models.rules.promql import Comparison
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveAlert:
+    """A series for which the rule's condition holds now, as Prometheus reports it."""
+
+    labels: dict[str, str]  #: the series' labels, the rule's labels and `alertname`
+    state: str  #: pending (holding, `for:` not yet over) or firing
+    active_at: int  #: epoch seconds: when the condition began to hold
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRule:
     """One alerting rule as `/api/v1/rules` reports it."""
 
@@ -21,6 +30,20 @@ class AlertRule:
     file: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     state: str = "inactive"  #: Prometheus' own: inactive, pending or firing
+    alerts: tuple[ActiveAlert, ...] = ()
+
+    def active(self, labels: dict[str, str]) -> ActiveAlert | None:
+        """The alert of the series with these labels, if the condition holds for it now."""
+        for alert in self.alerts:
+            own = {
+                k: v
+                for k, v in alert.labels.items()
+                if k != "alertname" and self.labels.get(k) != v
+            }
+            # an alert never carries the metric name that a plain selector's series do
+            if own == {k: v for k, v in labels.items() if k != "__name__"}:
+                return alert
+        return None
 
     @property
     def path(self) -> str:
@@ -70,8 +93,11 @@ class SeriesForecast:
     direction: str
     probability: float  #: P(crossing within the forecast horizon)
     crossing_eta: int | None  #: epoch seconds of the predicted crossing
-    firing_eta: int | None  #: crossing_eta + the rule's `for:`
+    #: when the rule fires for this series: the crossing ETA + the rule's `for:`, or, while
+    #: the condition already holds (Prometheus: pending or firing), its start + `for:`
+    firing_eta: int | None
     warning: bool
     warning_since: int | None
     made_at: int  #: the forecast's newest observed step
     model: str
+    state: str = "inactive"  #: Prometheus' state of the rule for this series

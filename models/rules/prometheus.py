@@ -4,13 +4,14 @@ the same typed errors for a server that is down, refuses us or answers nonsense.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from ingest.errors import SourceUnavailableError
 from ingest.prometheus import PrometheusSource
-from models.rules.domain import AlertRule
+from models.rules.domain import ActiveAlert, AlertRule
 
 RULES_PATH = "/api/v1/rules"
 
@@ -51,6 +52,16 @@ def parse_rules(document: Any, *, origin: str = "Prometheus") -> list[AlertRule]
                     for_seconds=int(float(rule.get("duration") or 0)),
                     labels={str(k): str(v) for k, v in (rule.get("labels") or {}).items()},
                     state=str(rule.get("state", "inactive")),
+                    alerts=tuple(_alert(a) for a in rule.get("alerts") or []),
                 )
             )
     return out
+
+
+def _alert(alert: dict[str, Any]) -> ActiveAlert:
+    active_at = str(alert.get("activeAt") or "1970-01-01T00:00:00Z").replace("Z", "+00:00")
+    return ActiveAlert(
+        labels={str(k): str(v) for k, v in (alert.get("labels") or {}).items()},
+        state=str(alert.get("state", "pending")),
+        active_at=int(datetime.fromisoformat(active_at).timestamp()),
+    )

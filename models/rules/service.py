@@ -133,19 +133,20 @@ def rule_forecasts(
     db_session: Session, rule_set: RuleSet
 ) -> list[tuple[RuleTarget, list[SeriesForecast]]]:
     """Every rule with its series' forecasts (none for a rule that is not forecast), each
-    series' firing ETA = its crossing ETA + the rule's `for:`."""
+    with its firing ETA (`_firing`)."""
     found = forecasts(db_session, [t.name for t in rule_set.targets])
     out = []
     for rule in rule_set.rules:
         series = found.get(rule.target.name, []) if rule.target is not None else []
-        wait = rule.rule.for_seconds
-        out.append(
-            (
-                rule,
-                [
-                    replace(s, firing_eta=None if s.crossing_eta is None else s.crossing_eta + wait)
-                    for s in series
-                ],
-            )
-        )
+        out.append((rule, [_firing(rule.rule, s) for s in series]))
     return out
+
+
+def _firing(rule: AlertRule, series: SeriesForecast) -> SeriesForecast:
+    """The series' firing ETA: while the condition holds (an alert Prometheus reports pending
+    or firing), its start + `for:`; else the predicted crossing + `for:`."""
+    alert = rule.active(series.labels)
+    if alert is not None:
+        return replace(series, firing_eta=alert.active_at + rule.for_seconds, state=alert.state)
+    eta = series.crossing_eta
+    return replace(series, firing_eta=None if eta is None else eta + rule.for_seconds)

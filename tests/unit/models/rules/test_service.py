@@ -32,6 +32,17 @@ def _answer() -> dict[str, object]:
                             "duration": 300,
                             "labels": {"severity": "page"},
                             "state": "pending",
+                            "alerts": [
+                                {
+                                    "labels": {
+                                        "alertname": "MemoryHigh",
+                                        "severity": "page",
+                                        "pod": "a-0",
+                                    },
+                                    "state": "pending",
+                                    "activeAt": "2026-01-05T11:58:00.123Z",
+                                }
+                            ],
                         },
                         {"type": "recording", "name": "job:x:sum", "query": "sum(x)"},
                         {"type": "alerting", "name": "Down", "query": "up == 0", "duration": 0},
@@ -105,3 +116,11 @@ def test_a_failed_read_keeps_the_last_known_rules_and_says_why() -> None:
 def test_bad_include_patterns_are_refused_with_the_pattern() -> None:
     with pytest.raises(ValueError, match="not a valid regular expression"):
         RulesSettings(include=["(unclosed"])
+
+
+def test_while_the_condition_holds_the_rule_fires_for_after_it_began() -> None:
+    (memory, _) = parse_rules(_answer())
+    alert = memory.active({"pod": "a-0"})
+    assert alert is not None and alert.state == "pending"
+    assert alert.active_at == int(datetime(2026, 1, 5, 11, 58, tzinfo=UTC).timestamp())
+    assert memory.active({"pod": "a-1"}) is None

@@ -78,6 +78,9 @@ def test_each_cycle_stage_is_timed_counted_and_stamped(
     assert value(found, "prognos_audit_chain_ok") == 1
     assert value(found, "prognos_audit_verified_timestamp_seconds") == NOW.timestamp()
     assert not [name for name, _ in found if name.startswith("prognos_vault")]
+    documented = (Path(__file__).parents[3] / "docs" / "metrics.md").read_text()
+    stages = {dict(labels)["stage"] for name, labels in found if name == f"{histogram}_count"}
+    assert {s for s in stages - {"cycle"} if f"`{s}`" not in documented} == set()
 
 
 def test_audit_verification_runs_when_due_and_reports_a_broken_chain(

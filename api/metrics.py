@@ -18,6 +18,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
@@ -170,7 +171,7 @@ def _cycle(session: Session) -> Iterator[Metric]:
         "prognos_cycle_failures", "Runs of the stage that raised", labels=["stage"]
     )
     for stats in selfmetrics.stage_stats(session):
-        buckets = [(f"{le:g}", float(n)) for le, n in stats.buckets]
+        buckets = [(floatToGoString(le), float(n)) for le, n in stats.buckets]
         durations.add_metric(
             [stats.stage], [*buckets, ("+Inf", float(stats.runs))], sum_value=stats.seconds
         )

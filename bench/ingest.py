@@ -2,24 +2,29 @@
 """Ingest throughput from a real Prometheus, against baselines measured in the same run.
 
 Generates `--series` series x `--hours` of history at `--step` seconds with numpy (fixed seed),
-backfills them with promtool into a fresh Prometheus on a loopback port, then measures, each
-`--repeats` times (median, min, max):
+backfills them with promtool into a fresh Prometheus on a loopback port (also a remote-write
+receiver), then measures, each `--repeats` times (median, min, max):
 
-  raw fetch      plain `requests.get(...).json()` of the same query_range (the naive floor)
-  api client     prometheus-api-client `custom_query_range` + conversion to Python floats
-  prognos pull   `ingest.service.pull` through `PrometheusSource` (JSON parse time summed over
-                 every chunk request by wrapping `source._parse_matrix`)
-  store          `ingest.service.store` of the pulled series into a fresh SQLite db + commit
-  ingest_target  the full cycle (pull + store + watermark + run row) into a fresh SQLite db
+  raw fetch            plain `requests.get(...).json()` of the same query_range (the naive floor)
+  api client           prometheus-api-client `custom_query_range` + conversion to Python floats
+  pull (query_range)   `ingest.service.pull` through `PrometheusSource` (JSON parse time summed
+                       over every chunk request by wrapping `source._parse_matrix`)
+  pull (remote read)   the same with `prometheus.read_api: remote_read` (protobuf + snappy)
+  backfill (each)      `ingest.history.backfill` into a fresh Parquet cache, every block written
+  store                `ingest.service.store` of the pulled series into a fresh db + commit
+  ingest_target        the full cycle (pull + store + watermark + run row), both read paths
+  export               the prediction samples of one cycle (12 per series) rendered as /metrics
+                       text, encoded as remote-write requests, and pushed to Prometheus
 
-Ratios are points/s divided by the raw fetch's points/s from the same run (machines are noisy;
-compare ratios across machines, not seconds). Setup (generate, openmetrics + promtool + start)
-is timed and printed but is not part of any throughput.
+The databases are SQLite files, and with `--postgres` also a PostgreSQL 15 started for the run.
+Ratios are points/s divided by another measurement's points/s from the same run (machines are
+noisy; compare ratios across machines, not seconds). Setup (generate, openmetrics + promtool +
+start) is timed and printed but is not part of any throughput.
 
 Exit status: 0 ok, 1 the pulled data does not match what was generated, 2 Prometheus missing.
 
     .venv/bin/python bench/ingest.py [--series 1000] [--hours 24] [--step 60] [--repeats 3]
-                                     [--out bench/results/ingest.json] [--profile]
+                                     [--postgres] [--out bench/results/ingest.json] [--profile]
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -56,22 +62,39 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH_DIR]
 sys.path.insert(0, str(ROOT))
 
 from prometheus_api_client import PrometheusConnect  # noqa: E402
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+from prometheus_client.core import Metric  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from core.clock import FixedClock, from_epoch  # noqa: E402
 from core.database import create_engine, migrate, session_factory, session_scope  # noqa: E402
-from core.settings import IngestSettings, PrometheusSettings, TargetSettings  # noqa: E402
+from core.settings import (  # noqa: E402
+    IngestSettings,
+    PrometheusSettings,
+    RemoteWriteSettings,
+    TargetSettings,
+)
 from ingest import service  # noqa: E402
 from ingest.chunking import aligned_window, plan_chunks  # noqa: E402
 from ingest.domain import SeriesData, Window  # noqa: E402
+from ingest.history import backfill  # noqa: E402
 from ingest.prometheus import PrometheusSource  # noqa: E402
 from ingest.tables import SampleRow  # noqa: E402
+from models.remote_write import (  # noqa: E402
+    ExportSample,
+    RemoteWriter,
+    batches,
+    encode_write_request,
+)
 from tests.support.servers import (  # noqa: E402
     MetricSeries,
+    PostgresServer,
     PrometheusServer,
     ServerMissing,
+    start_postgres,
     start_prometheus,
 )
 
@@ -249,17 +272,32 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
-def fresh_db(directory: Path, name: str) -> tuple[Any, Any, Path]:
-    path = directory / f"{name}.db"
-    engine = create_engine(f"sqlite:///{path.as_posix()}")
-    migrate(engine)
-    return engine, session_factory(engine), path
+@dataclass
+class Databases:
+    """Fresh, migrated databases of one kind: SQLite files, or databases on a PostgreSQL server."""
 
+    kind: str
+    directory: Path
+    postgres: PostgresServer | None = None
 
-def drop_db(engine: Any, path: Path) -> None:
-    engine.dispose()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    @contextmanager
+    def fresh(self, name: str) -> Iterator[Any]:
+        if self.postgres is not None:
+            url = self.postgres.create_database(f"bench_{name.replace('-', '_')}")
+        else:
+            path = self.directory / f"{name}.db"
+            url = f"sqlite:///{path.as_posix()}"
+        engine = create_engine(url)
+        try:
+            migrate(engine)
+            yield session_factory(engine)
+        finally:
+            engine.dispose()
+            if self.postgres is not None:
+                self.postgres.drop_database(f"bench_{name.replace('-', '_')}")
+            else:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def count_samples(session: Any) -> int:
@@ -308,6 +346,68 @@ def profile(label: str, fn: Callable[[], Any], limit: int = 18) -> str:
     return f"--- cProfile: {label} (sorted by tottime)\n{buffer.getvalue()}"
 
 
+# ----------------------------------------------------------------------------- export
+
+
+QUANTILES = ("0.1", "0.5", "0.9")
+HORIZONS = ("5m", "15m", "30m")
+
+
+def prediction_samples(data: Dataset) -> list[ExportSample]:
+    """What /metrics shows after a cycle over these series: nine forecast samples (three
+    quantiles x three horizons), the anomaly score and flag, the breach probability."""
+    rng = np.random.default_rng(data.step)
+    samples: list[ExportSample] = []
+    for item in data.series:
+        labels = {**item.labels, "target": "bench"}
+        level = float(item.values[-1])
+        for horizon in HORIZONS:
+            for quantile in QUANTILES:
+                value = level * (1 + 0.1 * (float(quantile) - 0.5)) + rng.normal()
+                samples.append(
+                    (
+                        "prognos_forecast",
+                        {**labels, "prognos_quantile": quantile, "horizon": horizon},
+                        value,
+                    )
+                )
+        samples.append(("prognos_anomaly_score", labels, float(rng.normal())))
+        samples.append(("prognos_anomaly", labels, 0.0))
+        samples.append(
+            ("prognos_breach_probability", {**labels, "direction": "above"}, float(rng.random()))
+        )
+    return samples
+
+
+class SampleCollector(Collector):
+    """/metrics' families for the same samples (the exposition a scrape renders)."""
+
+    def __init__(self, samples: Sequence[ExportSample]) -> None:
+        self.samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for name, labels, value in self.samples:
+            family = families.get(name)
+            if family is None:
+                family = families[name] = Metric(name, name, "gauge")
+            family.add_sample(name, dict(labels), value)
+        yield from families.values()
+
+
+def render_metrics(samples: Sequence[ExportSample]) -> int:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SampleCollector(samples))
+    return len(generate_latest(registry))
+
+
+def query_count(url: str, query: str, at_ms: int) -> int:
+    answer = requests.get(
+        f"{url}/api/v1/query", params={"query": query, "time": at_ms / 1000}, timeout=60
+    ).json()
+    return len(answer["data"]["result"])
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -326,6 +426,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", action="store_true", help="also print cProfile of one pull and one store"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also store and ingest into a PostgreSQL 15 started for the run (binary COPY)",
     )
     parser.add_argument(
         "--no-compaction-wait",
@@ -355,10 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="prognos-bench-ingest-"))
     server: PrometheusServer | None = None
+    postgres: PostgresServer | None = None
     try:
         setup_started = time.perf_counter()
         try:
-            server = start_prometheus(workdir / "prometheus", data.series)
+            server = start_prometheus(
+                workdir / "prometheus", data.series, flags=["--web.enable-remote-write-receiver"]
+            )
+            if args.postgres:
+                postgres = start_postgres()
         except ServerMissing as exc:
             console.print(f"[red]cannot run: {exc}[/]")
             return 2
@@ -368,12 +478,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"setup (openmetrics write + promtool backfill + start): {setup_seconds:.2f}s "
             f"-> {server.url}"
         )
+        databases = [Databases("sqlite", workdir)]
+        if postgres is not None:
+            databases.append(Databases("postgresql", workdir, postgres))
         return run(
-            args, data, window, chunks, server, workdir, t_gen, setup_seconds, server_started
+            args,
+            data,
+            window,
+            chunks,
+            server,
+            workdir,
+            t_gen,
+            setup_seconds,
+            server_started,
+            databases,
         )
     finally:
         if server is not None:
             server.stop()
+        if postgres is not None:
+            postgres.stop()
+            shutil.rmtree(postgres.root, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -387,6 +512,7 @@ def run(
     generate_seconds: float,
     setup_seconds: float,
     server_started: float,
+    databases: list[Databases],
 ) -> int:
     step = args.step
     url = server.url
@@ -396,11 +522,11 @@ def run(
     )
     source = PrometheusSource(prom_settings)
     parse_timer = ParseTimer(source)
-    # What-if (bench only): the same source without gzip. requests asks for gzip by default and
-    # Prometheus then compresses the whole response on one core, which on loopback or a LAN
-    # costs far more than the bytes it saves.
-    plain_source = PrometheusSource(prom_settings)
-    plain_source._session.headers["Accept-Encoding"] = "identity"
+    remote_settings = prom_settings.model_copy(update={"read_api": "remote_read"})
+    remote_source = PrometheusSource(remote_settings)
+    # What-if (bench only): the same source with gzip. requests asks for gzip unless told
+    # otherwise and Prometheus then compresses the whole response on one core.
+    gzip_source = PrometheusSource(prom_settings.model_copy(update={"compression": True}))
     client = PrometheusConnect(url=url, disable_ssl=True)
     ingest_settings = IngestSettings()
     now = from_epoch(window.end) + ingest_settings.lag + timedelta(seconds=5)
@@ -410,24 +536,34 @@ def run(
     raw_fetch(url, METRIC, chunks)
     pulled = service.pull(source, target, window)
     problems = check_pulled(data, pulled.series)
+    remote_pulled = service.pull(remote_source, target, window)
+    problems += [f"remote read: {p}" for p in check_pulled(data, remote_pulled.series)]
     if problems:
-        console.print("[red bold]CORRECTNESS FAILURE[/]: the pull does not match the data")
+        console.print("[red bold]CORRECTNESS FAILURE[/]: a pull does not match the data")
         for problem in problems:
             console.print(f"  - {problem}")
         return 1
     console.print(
         f"correctness: {len(pulled.series)} series, {pulled.points:,} points, every timestamp "
-        "and value bit-exact"
+        "and value bit-exact, by query_range and by remote read"
     )
+    del remote_pulled
 
     results = {
-        "prognos_pull": Measurement("prognos pull"),
         "raw_fetch": Measurement("baseline: requests + json"),
         "api_client": Measurement("baseline: prometheus-api-client"),
-        "store": Measurement("prognos store (SQLite)"),
-        "ingest_target": Measurement("prognos ingest_target (end to end)"),
-        "prognos_pull_identity": Measurement("what-if: prognos pull, no gzip"),
+        "prognos_pull": Measurement("prognos pull (query_range)"),
+        "remote_read_pull": Measurement("prognos pull (remote read)"),
+        "query_range_backfill": Measurement("backfill into Parquet (query_range)"),
+        "remote_read_backfill": Measurement("backfill into Parquet (remote read)"),
+        "prognos_pull_gzip": Measurement("what-if: prognos pull, gzip"),
     }
+    for db in databases:
+        results[f"store_{db.kind}"] = Measurement(f"prognos store ({db.kind})")
+        for read in ("query_range", "remote_read"):
+            results[f"ingest_target_{read}_{db.kind}"] = Measurement(
+                f"ingest_target end to end ({read}, {db.kind})"
+            )
     failures: list[str] = []
     parse_seconds: list[float] = []
     parse_shares: list[float] = []
@@ -437,22 +573,19 @@ def run(
             failures.append(f"{name}: {points} points, expected {data.points}")
         results[name].points = points
 
-    # 1) store: SQLite only, so it runs while Prometheus does its first compaction.
-    for i in range(args.repeats):
-        engine, factory, path = fresh_db(workdir, f"store-{i}")
-        try:
-            with session_scope(factory) as session:
+    # 1) store: no Prometheus involved, so it runs while Prometheus does its first compaction.
+    for db in databases:
+        for i in range(args.repeats):
+            with db.fresh(f"store-{i}") as factory, session_scope(factory) as session:
 
                 def do_store(session: Any = session) -> None:
                     service.store(session, target=target, series=pulled.series, seen_at=now)
                     session.commit()
 
                 seconds, _ = timed(do_store)
-                expect("store", count_samples(session))
-            results["store"].seconds.append(seconds)
-        finally:
-            drop_db(engine, path)
-        console.print(f"  store #{i + 1}: {seconds:.2f}s")
+                expect(f"store_{db.kind}", count_samples(session))
+            results[f"store_{db.kind}"].seconds.append(seconds)
+            console.print(f"  store ({db.kind}) #{i + 1}: {seconds:.2f}s")
 
     compaction_wait = 0.0
     if not args.no_compaction_wait:
@@ -461,7 +594,20 @@ def run(
             console.print(f"  waited {compaction_wait:.1f}s for Prometheus' first compaction")
     compactions_before = prometheus_counter(url, "prometheus_tsdb_compactions_total")
 
-    # 2) fetches, interleaved per repeat so that drift hits all three alike.
+    def backfill_into(src: PrometheusSource, folder: Path) -> Any:
+        summary = backfill(
+            source=src,
+            target=target,
+            start=window.start,
+            end=window.end,
+            complete_before=window.end + step,  # every block is written to the cache
+            cache_dir=folder,
+            refresh=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+        return summary
+
+    # 2) reads, interleaved per repeat so that drift hits them alike.
     for i in range(args.repeats):
         seconds, points = timed(lambda: raw_fetch(url, METRIC, chunks))
         results["raw_fetch"].seconds.append(seconds)
@@ -479,79 +625,147 @@ def run(
         parse_shares.append(parse_timer.seconds / seconds)
         del result
 
-        seconds, result = timed(lambda: service.pull(plain_source, target, window))
-        results["prognos_pull_identity"].seconds.append(seconds)
-        expect("prognos_pull_identity", result.points)
+        seconds, result = timed(lambda: service.pull(remote_source, target, window))
+        results["remote_read_pull"].seconds.append(seconds)
+        expect("remote_read_pull", result.points)
+        del result
+
+        for read, src in (("query_range", source), ("remote_read", remote_source)):
+            folder = workdir / f"cache-{read}-{i}"
+            seconds, summary = timed(lambda src=src, folder=folder: backfill_into(src, folder))
+            results[f"{read}_backfill"].seconds.append(seconds)
+            expect(f"{read}_backfill", summary.points)
+            if read == "remote_read" and i == 0:
+                failures.extend(
+                    f"remote-read backfill: {p}" for p in check_pulled(data, summary.series)
+                )
+            del summary
+
+        seconds, result = timed(lambda: service.pull(gzip_source, target, window))
+        results["prognos_pull_gzip"].seconds.append(seconds)
+        expect("prognos_pull_gzip", result.points)
         del result
         console.print(
-            f"  fetch #{i + 1}: raw {results['raw_fetch'].seconds[-1]:.2f}s, "
+            f"  reads #{i + 1}: raw {results['raw_fetch'].seconds[-1]:.2f}s, "
             f"api client {results['api_client'].seconds[-1]:.2f}s, "
-            f"prognos {results['prognos_pull'].seconds[-1]:.2f}s "
-            f"(parse {parse_timer.seconds:.2f}s), prognos without gzip {seconds:.2f}s"
+            f"pull {results['prognos_pull'].seconds[-1]:.2f}s "
+            f"(parse {parse_timer.seconds:.2f}s), "
+            f"remote read {results['remote_read_pull'].seconds[-1]:.2f}s, backfill "
+            f"{results['query_range_backfill'].seconds[-1]:.2f}s / "
+            f"{results['remote_read_backfill'].seconds[-1]:.2f}s, gzip {seconds:.2f}s"
         )
 
     # 3) ingest_target end to end: fresh db, no watermark, lookback covers the data.
-    for i in range(args.repeats):
-        engine, factory, path = fresh_db(workdir, f"cycle-{i}")
-        e2e_source = PrometheusSource(prom_settings)
-        try:
-            with session_scope(factory) as session:
+    for db in databases:
+        for i in range(args.repeats):
+            for read, settings in (
+                ("query_range", prom_settings),
+                ("remote_read", remote_settings),
+            ):
+                name = f"ingest_target_{read}_{db.kind}"
+                e2e_source = PrometheusSource(settings)
+                try:
+                    with (
+                        db.fresh(f"cycle-{read}-{i}") as factory,
+                        session_scope(factory) as session,
+                    ):
 
-                def do_cycle(session: Any = session, src: PrometheusSource = e2e_source) -> Any:
-                    summary = service.ingest_target(
-                        session,
-                        source=src,
-                        target=target,
-                        now=clock.now(),
-                        lag=ingest_settings.lag,
-                        max_catchup=ingest_settings.max_catchup,
-                    )
-                    session.commit()
-                    return summary
+                        def do_cycle(
+                            session: Any = session, src: PrometheusSource = e2e_source
+                        ) -> Any:
+                            summary = service.ingest_target(
+                                session,
+                                source=src,
+                                target=target,
+                                now=clock.now(),
+                                lag=ingest_settings.lag,
+                                max_catchup=ingest_settings.max_catchup,
+                            )
+                            session.commit()
+                            return summary
 
-                seconds, summary = timed(do_cycle)
-                stored = count_samples(session)
-            if summary.window != window:
-                failures.append(f"ingest_target pulled window {summary.window}, expected {window}")
-            if stored != summary.points:
-                failures.append(f"ingest_target stored {stored} of {summary.points} points")
-            expect("ingest_target", summary.points)
-            results["ingest_target"].seconds.append(seconds)
-        finally:
-            e2e_source.close()
-            drop_db(engine, path)
-        console.print(f"  ingest_target #{i + 1}: {seconds:.2f}s")
+                        seconds, summary = timed(do_cycle)
+                        stored = count_samples(session)
+                finally:
+                    e2e_source.close()
+                if summary.window != window:
+                    failures.append(f"{name} pulled window {summary.window}, expected {window}")
+                if stored != summary.points:
+                    failures.append(f"{name} stored {stored} of {summary.points} points")
+                expect(name, summary.points)
+                results[name].seconds.append(seconds)
+                console.print(f"  ingest_target ({read}, {db.kind}) #{i + 1}: {seconds:.2f}s")
     compactions_after = prometheus_counter(url, "prometheus_tsdb_compactions_total")
+
+    # 4) export: the same prediction samples rendered as /metrics and pushed by remote write.
+    samples = prediction_samples(data)
+    export = {
+        "render": Measurement("/metrics rendering (prometheus_client text)"),
+        "encode": Measurement("remote write: encode (protobuf + snappy)"),
+        "push": Measurement("remote write: push to Prometheus (encode + send + ingest)"),
+    }
+    writer = RemoteWriter(
+        RemoteWriteSettings(
+            url=f"{url}/api/v1/write", timeout="120s", max_samples_per_request=5_000
+        )
+    )
+    stamp = int(time.time() * 1000)
+    for i in range(args.repeats):
+        seconds, _ = timed(lambda: render_metrics(samples))
+        export["render"].seconds.append(seconds)
+        seconds, _ = timed(
+            lambda: [encode_write_request(b) for b in batches(samples, stamp, 5_000)]
+        )
+        export["encode"].seconds.append(seconds)
+        seconds, pushed = timed(lambda i=i: writer.push(samples, timestamp_ms=stamp + i))
+        export["push"].seconds.append(seconds)
+        if pushed.sent != len(samples):
+            failures.append(f"remote write: sent {pushed.sent} of {len(samples)} ({pushed.error})")
+    writer.close()
+    for m in export.values():
+        m.points = len(samples)
+    landed = query_count(url, '{__name__=~"prognos_.*"}', stamp + args.repeats - 1)
+    if landed != len(samples):
+        failures.append(f"remote write: {landed} of {len(samples)} series queried back")
 
     profiles: list[str] = []
     if args.profile:
         profiles.append(profile("prognos pull", lambda: service.pull(source, target, window)))
-        engine, factory, path = fresh_db(workdir, "profile")
-        try:
-            with session_scope(factory) as session:
+        profiles.append(
+            profile(
+                "prognos pull (remote read)", lambda: service.pull(remote_source, target, window)
+            )
+        )
+        with databases[0].fresh("profile") as factory, session_scope(factory) as session:
 
-                def store_and_commit() -> None:
-                    service.store(session, target=target, series=pulled.series, seen_at=now)
-                    session.commit()
+            def store_and_commit() -> None:
+                service.store(session, target=target, series=pulled.series, seen_at=now)
+                session.commit()
 
-                profiles.append(profile("prognos store (SQLite)", store_and_commit))
-        finally:
-            drop_db(engine, path)
+            profiles.append(profile(f"prognos store ({databases[0].kind})", store_and_commit))
     source.close()
-    plain_source.close()
+    remote_source.close()
+    gzip_source.close()
 
     raw_pps = results["raw_fetch"].points_per_second
-    ratios = {f"{name}/raw_fetch": m.points_per_second / raw_pps for name, m in results.items()}
-    ratios["prognos_pull/api_client"] = (
-        results["prognos_pull"].points_per_second / results["api_client"].points_per_second
+    pps = {name: m.points_per_second for name, m in results.items()}
+    ratios = {f"{name}/raw_fetch": value / raw_pps for name, value in pps.items()}
+    ratios["prognos_pull/api_client"] = pps["prognos_pull"] / pps["api_client"]
+    ratios["prognos_pull_gzip/prognos_pull"] = pps["prognos_pull_gzip"] / pps["prognos_pull"]
+    ratios["remote_read_pull/prognos_pull"] = pps["remote_read_pull"] / pps["prognos_pull"]
+    ratios["remote_read_backfill/prognos_pull"] = pps["remote_read_backfill"] / pps["prognos_pull"]
+    ratios["remote_read_backfill/query_range_backfill"] = (
+        pps["remote_read_backfill"] / pps["query_range_backfill"]
     )
-    ratios["prognos_pull_identity/prognos_pull"] = (
-        results["prognos_pull_identity"].points_per_second
-        / results["prognos_pull"].points_per_second
-    )
-    ratios["ingest_target/prognos_pull"] = (
-        results["ingest_target"].points_per_second / results["prognos_pull"].points_per_second
-    )
+    for db in databases:
+        ratios[f"ingest_target_remote_read_{db.kind}/ingest_target_query_range_{db.kind}"] = (
+            pps[f"ingest_target_remote_read_{db.kind}"]
+            / pps[f"ingest_target_query_range_{db.kind}"]
+        )
+    export_ratios = {
+        "push/render": export["push"].points_per_second / export["render"].points_per_second,
+        "encode/render": export["encode"].points_per_second / export["render"].points_per_second,
+    }
     parse_share = statistics.median(parse_shares)
 
     table = Table(title=f"ingest throughput ({data.points:,} points, median of {args.repeats})")
@@ -561,16 +775,7 @@ def run(
     table.add_column("min-max", justify="right")
     table.add_column("points/s", justify="right")
     table.add_column("ratio vs raw fetch", justify="right")
-    order = (
-        "raw_fetch",
-        "api_client",
-        "prognos_pull",
-        "store",
-        "ingest_target",
-        "prognos_pull_identity",
-    )
-    for name in order:
-        m = results[name]
+    for name, m in results.items():
         table.add_row(
             m.label,
             f"{m.points:,}",
@@ -580,17 +785,42 @@ def run(
             f"{ratios[f'{name}/raw_fetch']:.2f}x",
         )
     console.print(table)
+    export_table = Table(
+        title=f"export of {len(samples):,} prediction samples ({args.series} series)"
+    )
+    export_table.add_column("measurement")
+    export_table.add_column("seconds (median)", justify="right")
+    export_table.add_column("min-max", justify="right")
+    export_table.add_column("samples/s", justify="right")
+    export_table.add_column("ratio vs /metrics", justify="right")
+    for m in export.values():
+        export_table.add_row(
+            m.label,
+            f"{m.median:.3f}",
+            f"{min(m.seconds):.3f}-{max(m.seconds):.3f}",
+            f"{m.points_per_second:,.0f}",
+            f"{m.points_per_second / export['render'].points_per_second:.2f}x",
+        )
+    console.print(export_table)
+    rr_backfill = ratios["remote_read_backfill/prognos_pull"]
+    console.print(
+        f"remote read into the Parquet cache vs query_range pull: {rr_backfill:.2f}x "
+        f"(target >= 2x: {'met' if rr_backfill >= 2 else 'NOT met'}); remote-read pull vs "
+        f"query_range pull: {ratios['remote_read_pull/prognos_pull']:.2f}x"
+    )
+    for db in databases:
+        e2e = pps[f"ingest_target_remote_read_{db.kind}"]
+        console.print(
+            f"end to end into the samples table ({db.kind}, remote read): {e2e:,.0f} points/s "
+            f"(target >= 1,000,000 on a quiet machine); query_range: "
+            f"{pps[f'ingest_target_query_range_{db.kind}']:,.0f}"
+        )
     console.print(
         f"prognos pull: JSON parse {statistics.median(parse_seconds):.3f}s = "
-        f"{parse_share:.1%} of the pull; HTTP + server + merge = {1 - parse_share:.1%}"
-    )
-    console.print(
-        f"prognos pull vs prometheus-api-client: {ratios['prognos_pull/api_client']:.2f}x; "
-        f"setup {setup_seconds:.1f}s (not in any throughput)"
-    )
-    console.print(
-        "what-if, Accept-Encoding: identity: prognos pull without gzip vs with = "
-        f"{ratios['prognos_pull_identity/prognos_pull']:.2f}x"
+        f"{parse_share:.1%} of the pull; HTTP + server + merge = {1 - parse_share:.1%}; "
+        f"vs prometheus-api-client {ratios['prognos_pull/api_client']:.2f}x; with gzip "
+        f"{ratios['prognos_pull_gzip/prognos_pull']:.2f}x; setup {setup_seconds:.1f}s "
+        "(not in any throughput)"
     )
     for text in profiles:
         console.print(text, markup=False, highlight=False)
@@ -609,18 +839,21 @@ def run(
             "window": {"start": window.start, "end": window.end, "step": window.step},
             "requests_per_fetch": len(chunks),
             "max_points_per_chunk": MAX_POINTS_PER_CHUNK,
-            "database": "sqlite (fresh file per repeat)",
+            "databases": [db.kind for db in databases],
             "compaction_wait_seconds": compaction_wait,
             "prometheus_compactions_during_timings": (
                 None
                 if compactions_before is None or compactions_after is None
                 else compactions_after - compactions_before
             ),
+            "export_samples": len(samples),
         },
         "generate_seconds": generate_seconds,
         "setup_seconds": setup_seconds,
         "results": {name: m.to_json() for name, m in results.items()},
+        "export": {name: m.to_json() for name, m in export.items()},
         "ratios": ratios,
+        "export_ratios": export_ratios,
         "parse_share": parse_share,
         "parse": {
             "seconds_median": statistics.median(parse_seconds),
@@ -632,6 +865,7 @@ def run(
         "failures": failures,
         "machine": {
             "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "numpy": np.__version__,

@@ -16,6 +16,7 @@ for _module in (
     "rca.alertmanager.tables",
     "remediation.tables",
     "api.tables",
+    "prognos.engine.tables",
     "core.selfmetrics.tables",
     "core.leadership",
 ):

@@ -4,6 +4,7 @@ only when configured), their shard assignment kept in the database."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -15,6 +16,12 @@ from prognos.engine.worker import ShardWorker
 
 if TYPE_CHECKING:
     from prognos.context import ServiceContext
+
+
+#: The environment of a Ray cluster this process starts itself (`ray.address: local`): no usage
+#: statistics sent, and every server on loopback (Ray otherwise binds the machine's external
+#: address). Ray reads it when it is first imported.
+LOOPBACK_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class CycleEngine(Protocol):
@@ -54,8 +61,11 @@ def build_engine(context: ServiceContext) -> CycleEngine:
     """The engine the settings name; `ray` is imported only then (the `ray` extra)."""
     settings = context.settings
     if settings.engine == "ray":
+        if settings.ray.address == "local":
+            for name, value in LOOPBACK_RAY_ENV.items():
+                os.environ.setdefault(name, value)
         from prognos.engine.ray_engine import RayEngine
 
-        return RayEngine.start(context)
+        return RayEngine.start(settings=settings, sessions=context.sessions, models=context.models)
     worker = ShardWorker(context.sessions, context.models, settings.shards.batch_series)
     return LocalEngine(worker)

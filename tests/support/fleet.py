@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import from_epoch
 from core.settings import BreachSettings, TargetSettings
 from models import registry
+from models import service as model_service
 from models.artifacts import ArtifactMetadata, save_model
 from models.detector import DetectorConfig
 from models.forecasters.registry import build
+from models.service import CycleSummary, ServingModels
 from models.tables import (
     AnomalyScoreRow,
     BreachRow,
@@ -74,6 +76,29 @@ def activate_untrained_lstm(sessions: sessionmaker[Session], folder: Path) -> No
         )
         registry.promote(session, model_id=row.id, now=from_epoch(START))
         session.commit()
+
+
+def serving() -> ServingModels:
+    """Models as a worker serves them: the registry's active one, else the cold-start band."""
+    return ServingModels(
+        cold_start="median_band",
+        cold_config={k: TINY_LSTM[k] for k in ("context_length", "horizon")},
+    )
+
+
+def today(sessions: sessionmaker[Session]) -> RunCycle:
+    """The stage as it ran before engines: one `forecast_cycle` per target, one commit."""
+    models = serving()
+
+    def run(target: TargetSettings, end: int) -> CycleSummary:
+        with sessions() as session:
+            summary = model_service.forecast_cycle(
+                session, target=target, models=models, detector=DETECTOR, now=from_epoch(end)
+            )
+            session.commit()
+        return summary
+
+    return run
 
 
 def replay(

@@ -17,34 +17,20 @@ from core.clock import from_epoch
 from core.settings import TargetSettings
 from ingest.tables import SeriesRow
 from models import service as model_service
-from models.service import CycleSummary, ServingModels
+from models.service import CycleSummary
 from prognos.engine import LocalEngine
 from prognos.engine.shards import SHARDS, assign, batches, series_filter, shard_of
 from prognos.engine.worker import ShardWorker, merge
-from tests.support.fleet import DETECTOR, activate_untrained_lstm, replay, stage_rows
+from tests.support.fleet import (
+    DETECTOR,
+    activate_untrained_lstm,
+    replay,
+    serving,
+    stage_rows,
+    today,
+)
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def serving() -> ServingModels:
-    return ServingModels(
-        cold_start="median_band", cold_config={"context_length": 48, "horizon": 10}
-    )
-
-
-def today(sessions: sessionmaker[Session]) -> Callable[[TargetSettings, int], CycleSummary]:
-    """The stage as it ran before engines: one `forecast_cycle` per target, one commit."""
-    models = serving()
-
-    def run(target: TargetSettings, end: int) -> CycleSummary:
-        with sessions() as session:
-            summary = model_service.forecast_cycle(
-                session, target=target, models=models, detector=DETECTOR, now=from_epoch(end)
-            )
-            session.commit()
-        return summary
-
-    return run
 
 
 def workers(

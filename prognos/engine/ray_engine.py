@@ -1,0 +1,206 @@
+"""`engine: ray`: shard workers as Ray actors, driven by the daemon's leader.
+
+The leader writes the shard assignment (`shard_assignments`) when it starts its workers, then
+each cycle sends every worker its shards and the cycle's parameters; each actor runs the same
+`ShardWorker` as the local engine, on its own database connection and its own loaded model (the
+registry's artifact, which every worker loads the way the leader does). Ray restarts a worker
+that dies (`ray.max_restarts`) and retries its cycle on the restarted one: a batch the dead one
+had not committed left no row, and one it had committed is a no-op the second time (each step
+is idempotent per series), so nothing is lost or doubled. A worker that stays dead is replaced
+at the next cycle; until then its shards wait, and the catch-up of the next cycle scores them.
+
+Needs the `ray` extra and PostgreSQL (every worker writes to the one database)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ray
+import sqlalchemy as sa
+from ray.exceptions import RayActorError, RayTaskError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import SystemClock
+from core.database import create_engine, session_factory, session_scope
+from core.errors import ConfigError
+from core.settings import Settings, TargetSettings
+from models.detector import DetectorConfig
+from models.service import CycleSummary, ServingModels
+from prognos.engine.shards import assign
+from prognos.engine.tables import ShardAssignmentRow
+from prognos.engine.worker import ShardWorker, merge
+
+log = logging.getLogger(__name__)
+
+#: The advisory lock key under which the assignment is rewritten ("prognosa").
+ASSIGN_LOCK_KEY = 0x70726F676E6F7361
+
+
+class ShardActor:
+    """One shard worker in its own process (made a Ray actor by `RayEngine.start`)."""
+
+    def __init__(
+        self, database_url: str, cold_start: str, cold_config: dict[str, Any], batch_series: int
+    ) -> None:
+        sessions = session_factory(create_engine(database_url))
+        models = ServingModels(cold_start=cold_start, cold_config=cold_config)
+        self.worker = ShardWorker(sessions, models, batch_series)
+
+    def run(
+        self,
+        target: TargetSettings,
+        shards: Sequence[int],
+        detector: DetectorConfig,
+        now: datetime,
+        max_catchup: int,
+    ) -> CycleSummary:
+        return self.worker.run(
+            target, shards=shards, detector=detector, now=now, max_catchup=max_catchup
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def memory(self) -> dict[str, int]:
+        """This process' resident memory now and at its peak (bytes)."""
+        out = {}
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    out[name] = int(value.split()[0]) * 1024
+        return out
+
+
+@dataclass
+class RayEngine:
+    sessions: sessionmaker[Session]
+    models: ServingModels  #: the leader's, refreshed so `detector_for` follows the served model
+    make_actor: Any  #: index -> a new actor handle
+    actors: list[Any] = field(default_factory=list)
+    started_ray: bool = False
+
+    @classmethod
+    def start(
+        cls, *, settings: Settings, sessions: sessionmaker[Session], models: ServingModels
+    ) -> RayEngine:
+        """Join (or start) the Ray cluster, write the shard assignment, start the workers."""
+        bind = sessions.kw["bind"]
+        if bind.dialect.name != "postgresql":
+            raise ConfigError(
+                "engine: ray needs PostgreSQL (database.url): every worker writes to it"
+            )
+        started = False
+        if not ray.is_initialized():
+            ray.init(
+                address=settings.ray.address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+            started = True
+        workers = settings.ray.workers
+        write_assignment(sessions, assign(workers), now=SystemClock().now())
+        remote = ray.remote(ShardActor).options(
+            num_cpus=settings.ray.cpus_per_worker,
+            max_restarts=settings.ray.max_restarts,
+            max_task_retries=settings.ray.max_restarts,
+        )
+        arguments = (
+            settings.database_url,
+            models.cold_start,
+            dict(models.cold_config),
+            settings.shards.batch_series,
+        )
+
+        def make_actor(index: int) -> Any:
+            return remote.remote(*arguments)
+
+        engine = cls(sessions, models, make_actor, started_ray=started)
+        engine.actors = [make_actor(i) for i in range(workers)]
+        log.info("engine ray: %d shard workers on %s", workers, settings.ray.address)
+        return engine
+
+    def forecast(
+        self,
+        target: TargetSettings,
+        *,
+        detector: DetectorConfig,
+        now: datetime,
+        max_catchup: int,
+    ) -> CycleSummary:
+        """One cycle of `target` on every worker, each over its assigned shards."""
+        started = time.perf_counter()
+        owned = read_assignment(self.sessions)
+
+        def send(actor: Any, index: int) -> Any:
+            return actor.run.remote(target, owned.get(index, []), detector, now, max_catchup)
+
+        calls = [send(actor, index) for index, actor in enumerate(self.actors)]
+        parts = []
+        for index, call in enumerate(calls):
+            try:
+                parts.append(ray.get(call))
+            except RayActorError:
+                # Out of restarts: a fresh worker takes its shards, in this cycle already.
+                log.error("shard worker %d is dead; a new one takes its shards", index)
+                self.actors[index] = self.make_actor(index)
+                try:
+                    parts.append(ray.get(send(self.actors[index], index)))
+                except (RayActorError, RayTaskError) as exc:
+                    log.error("shard worker %d failed the cycle of %s: %s", index, target.name, exc)
+            except RayTaskError as exc:
+                log.error("shard worker %d failed the cycle of %s: %s", index, target.name, exc)
+        with session_scope(self.sessions) as session:
+            self.models.for_step(session, target.step_seconds)
+        if not parts:
+            raise RuntimeError(f"every shard worker failed the cycle of {target.name}")
+        return merge(target.name, parts, seconds=time.perf_counter() - started)
+
+    def memory(self) -> list[dict[str, int]]:
+        """Each worker's resident memory now and at its peak (bytes)."""
+        return list(ray.get([a.memory.remote() for a in self.actors]))
+
+    def pids(self) -> list[int]:
+        return list(ray.get([a.pid.remote() for a in self.actors]))
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()
+
+
+def write_assignment(
+    sessions: sessionmaker[Session], owned: Sequence[Sequence[int]], *, now: datetime
+) -> None:
+    """Replace the assignment with `owned` (worker index -> its shards), one writer at a time."""
+    with session_scope(sessions) as session:
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGN_LOCK_KEY})
+        session.execute(sa.delete(ShardAssignmentRow))
+        session.add_all(
+            ShardAssignmentRow(shard=shard, worker=worker, assigned_at=now)
+            for worker, shards in enumerate(owned)
+            for shard in shards
+        )
+        session.commit()
+
+
+def read_assignment(sessions: sessionmaker[Session]) -> dict[int, list[int]]:
+    """Worker index -> the shards it owns, in order."""
+    with session_scope(sessions) as session:
+        rows = session.execute(
+            sa.select(ShardAssignmentRow.worker, ShardAssignmentRow.shard).order_by(
+                ShardAssignmentRow.shard
+            )
+        ).all()
+    owned: dict[int, list[int]] = {}
+    for worker, shard in rows:
+        owned.setdefault(int(worker), []).append(int(shard))
+    return owned

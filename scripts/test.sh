@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-scripts/setup.sh dev,postgres
+scripts/setup.sh dev,postgres,ray   # ray: the `engine: ray` tests (marker ray)
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "==> ruff format --check"

@@ -7,6 +7,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
@@ -121,19 +122,20 @@ class LeadingScheduler:
         # Probed every retry, 3 probes lost: a vanished host's lock is freed in about one interval.
         self.lock = lock or LeaderLock(context.engine, probe=max(self.retry, timedelta(seconds=1)))
         self._scheduler: BaseScheduler | None = None
-        self._stopping = threading.Event()
+        # A plain flag, not an Event: a signal handler sets it, and must take no lock.
+        self._stop_requested = False
         self._thread: threading.Thread | None = None
         self._standing_by: object = _LEADING  #: whom this process last said it stands by for
 
     def run(self) -> None:
         """Lead or stand by until `stop()`; then let a running job finish and let go."""
         try:
-            while not self._stopping.is_set():
+            while not self._stop_requested:
                 if self._scheduler is None:
                     self._try_to_lead()
                 elif not self.lock.holds():
                     self._step_down("its lock connection was lost")
-                self._stopping.wait(self.retry.total_seconds())
+                self._pause()
         finally:
             if self._scheduler is not None:
                 self._step_down(None)
@@ -143,11 +145,20 @@ class LeadingScheduler:
         self._thread = threading.Thread(target=self.run, name="leadership", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask the loop to stop (safe in a signal handler); it does within 0.1 s."""
+        self._stop_requested = True
+
     def stop(self) -> None:
         """Ask the loop to stop; wait for it when it runs in its own thread (`start()`)."""
-        self._stopping.set()
+        self.request_stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+
+    def _pause(self) -> None:
+        until = time.monotonic() + self.retry.total_seconds()
+        while not self._stop_requested and time.monotonic() < until:
+            time.sleep(0.1)
 
     def _try_to_lead(self) -> None:
         if not self.lock.try_acquire():
@@ -192,7 +203,7 @@ def run_daemon(context: ServiceContext) -> None:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; finishing running jobs and stopping", signal.Signals(signum).name)
-        runner.stop()  # the loop in the main thread sees it and shuts down
+        runner.request_stop()  # the loop in the main thread sees it and shuts down
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

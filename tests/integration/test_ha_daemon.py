@@ -24,7 +24,7 @@ from core.database import create_engine, migrate
 from core.leadership import LeaderLock
 from tests.support.servers import PostgresServer
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)  # about 30 s on an idle machine
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 2.0  # seconds between cycles (ingest.interval)
@@ -88,6 +88,7 @@ def write_config(tmp_path: Path, db_url: str) -> Path:
 class Daemon:
     proc: subprocess.Popen[bytes]
     log: Path
+    fate: str = ""  #: how the test ended it
 
     @property
     def pid(self) -> int:
@@ -95,6 +96,15 @@ class Daemon:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def exit_status(self, timeout: float = 30.0) -> int:
+        """Its exit status; one that does not exit shows where it is stuck."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait()
+            raise AssertionError(f"no exit {timeout:g}s after SIGTERM:\n{self.output()}") from None
 
 
 @pytest.fixture
@@ -104,6 +114,7 @@ def daemons(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
     def start(config: Path) -> Daemon:
         log = tmp_path / f"daemon-{len(started)}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROGNOS_")}
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (see `stopped`)
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "prognos.cli", "--config", str(config), "daemon"],
@@ -172,74 +183,76 @@ def blocked_on(engine: Engine, statement: str) -> bool:
         )
 
 
-def kill_inside(
-    engine: Engine, leader: Daemon, lock_rows: str, statement: str, successor: Daemon
-) -> float:
-    """Hold `lock_rows` so the leader's cycle stops inside its transaction at `statement`,
-    SIGKILL it there, and return how long its successor took to lead."""
+def takeover(engine: Engine, gone: Daemon, running: list[Daemon], since: float) -> Daemon:
+    """Wait until another of the running daemons leads; returns it after reporting the time."""
+    others = {d.pid: d for d in running if d is not gone}
+    wait_for("a standby to lead", lambda: leader_pid(engine) in others)
+    took = time.monotonic() - since
+    print(f"takeover after the leader's {gone.fate}: {took:.2f}s")
+    assert took < TAKEOVER_LIMIT, f"took {took:.2f}s to take over from a leader's {gone.fate}"
+    running.remove(gone)
+    return others[leader_pid(engine) or 0]
+
+
+def kill_inside(engine: Engine, leader: Daemon, lock_rows: str, statement: str) -> float:
+    """Hold `lock_rows` so the leader's cycle stops inside its transaction at `statement`, and
+    SIGKILL it there; returns when."""
     with engine.connect() as conn:
         hold = conn.begin()
         conn.execute(sa.text(lock_rows))
         wait_for(f"the leader to wait in {statement}", lambda: blocked_on(engine, statement))
         leader.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
+        leader.fate = f"SIGKILL inside {statement}"
         leader.proc.wait()
         hold.rollback()  # the dead leader's backend now finds its client gone: rolled back
-    wait_for("the standby to lead", lambda: leader_pid(engine) == successor.pid)
-    took = time.monotonic() - killed
-    print(f"takeover after SIGKILL inside {statement}: {took:.2f}s")
-    return took
+    return killed
 
 
 def test_the_standby_takes_over_a_killed_or_stopped_leader_and_nothing_is_lost_or_doubled(
     tmp_path: Path, pg_url: str, engine: Engine, daemons: Callable[[Path], Daemon]
 ) -> None:
     config = write_config(tmp_path, pg_url)
-    first, second = daemons(config), daemons(config)
-    leader_id = wait_for("a leader", lambda: leader_pid(engine), 45)
-    leader, standby = (first, second) if leader_id == first.pid else (second, first)
-    wait_for("the other daemon to stand by", lambda: standing_by(standby))
+    running = [daemons(config) for _ in range(4)]  # one leads, three stand by
+    leader_id = wait_for("a leader", lambda: leader_pid(engine), 60)
+    (leader,) = (d for d in running if d.pid == leader_id)
+    wait_for(
+        "the others to stand by", lambda: all(standing_by(d) for d in running if d is not leader)
+    )
     wait_cycles(engine, 2)
 
     # 1. Killed inside its ingest transaction: samples of t2 written, its watermark not yet.
-    took = kill_inside(
+    killed = kill_inside(
         engine,
         leader,
         "SELECT * FROM ingest_watermarks WHERE target = 't2' FOR UPDATE",
         "UPDATE ingest_watermarks",
-        standby,
     )
-    assert took < TAKEOVER_LIMIT, f"took {took:.2f}s to take over from a killed leader"
-    leader, standby = standby, daemons(config)
-    wait_cycles(engine, 2)
-    wait_for("the new daemon to stand by", lambda: standing_by(standby))
+    leader = takeover(engine, leader, running, killed)
+    wait_cycles(engine, 1)
 
     # 2. Killed inside its scoring transaction: t3's scores written, its detector state not yet.
-    took = kill_inside(
+    killed = kill_inside(
         engine,
         leader,
         "SELECT * FROM detector_states WHERE series_id = (SELECT min(id) FROM series "
         "WHERE target = 't3') FOR UPDATE",
         "INSERT INTO detector_states",
-        standby,
     )
-    assert took < TAKEOVER_LIMIT, f"took {took:.2f}s to take over from a killed leader"
-    leader, standby = standby, daemons(config)
-    wait_cycles(engine, 2)
-    wait_for("the new daemon to stand by", lambda: standing_by(standby))
+    leader = takeover(engine, leader, running, killed)
+    wait_cycles(engine, 1)
 
     # 3. Stopped (SIGTERM): it finishes its cycle, lets go, and the standby leads at once.
     leader.proc.send_signal(signal.SIGTERM)
-    stopped = time.monotonic()
-    wait_for("the standby to lead", lambda: leader_pid(engine) == standby.pid)
-    took = time.monotonic() - stopped
-    print(f"takeover after SIGTERM: {took:.2f}s")
-    assert took < TAKEOVER_LIMIT, f"took {took:.2f}s to take over from a stopped leader"
-    assert leader.proc.wait(timeout=20) == 0, leader.output()
-    assert "letting go of the lead" in leader.output()
-    wait_cycles(engine, 2)
-    standby.proc.send_signal(signal.SIGTERM)
-    assert standby.proc.wait(timeout=20) == 0, standby.output()
+    leader.fate = "SIGTERM"
+    stopped = leader
+    leader = takeover(engine, leader, running, time.monotonic())
+    assert stopped.exit_status() == 0, stopped.output()
+    assert "letting go of the lead" in stopped.output()
+    wait_cycles(engine, 1)
+    (last,) = running
+    last.proc.send_signal(signal.SIGTERM)
+    assert last.exit_status() == 0, last.output()
     assert leader_pid(engine) is None  # the last one let go and nobody leads
 
     assert_each_cycle_once(engine)
@@ -259,14 +272,16 @@ def assert_each_cycle_once(engine: Engine) -> None:
                 ),
                 {"t": target},
             ).all()
-            assert len(windows) >= 8, (target, windows)
+            assert len(windows) >= 5, (target, windows)
             for (_, end), (start, _) in itertools.pairwise(windows):
                 assert start == end + 1, f"{target}: window after {end} starts at {start}"
 
 
 def assert_every_step_stored_and_scored_once(engine: Engine) -> None:
     with engine.connect() as conn:
-        marks = dict(conn.execute(sa.text("SELECT target, watermark FROM ingest_watermarks")).all())
+        marks: dict[str, int] = dict(
+            conn.execute(sa.text("SELECT target, watermark FROM ingest_watermarks")).all()
+        )
         series = conn.execute(sa.text("SELECT id, target FROM series")).all()
         assert len(series) == 2 * len(TARGETS)
         for series_id, target in series:

@@ -6,6 +6,7 @@ holds at most `max_points` aligned timestamps and chunks neither overlap nor lea
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import numpy as np
@@ -53,6 +54,15 @@ def merge_series(parts: Iterable[SeriesData]) -> list[SeriesData]:
             continue
         ts = np.concatenate([p.timestamps for p in pieces])
         values = np.concatenate([p.values for p in pieces])
+        filled = [p for p in pieces if len(p)]
+        if all(a.timestamps[-1] < b.timestamps[0] for a, b in itertools.pairwise(filled)):
+            # consecutive chunks in order: nothing to sort or drop
+            merged.append(
+                SeriesData(
+                    key, ts, values, dropped_non_finite=sum(p.dropped_non_finite for p in pieces)
+                )
+            )
+            continue
         order = np.argsort(ts, kind="stable")
         ts, values = ts[order], values[order]
         keep = np.ones(ts.shape[0], dtype=bool)

@@ -128,3 +128,14 @@ def test_series_key_identity_ignores_label_order() -> None:
     assert SeriesKey.of("mem", {"service": "a", "pod": "p"}).digest != one.digest
     assert str(one) == 'cpu{pod="p",service="a"}'
     assert one.service("service") == "a"
+
+
+def test_merge_series_in_order_pieces_are_joined_and_an_empty_one_hides_no_disorder() -> None:
+    a = SeriesKey.of("cpu", {"service": "checkout"})
+    in_order = merge_series([series(a, [0, 60], [0.0, 1.0]), series(a, [120], [2.0])])
+    assert in_order[0].timestamps.tolist() == [0, 60, 120]
+    shuffled = merge_series(
+        [series(a, [120, 180], [2.0, 3.0]), series(a, [], []), series(a, [0, 60], [0.0, 1.0])]
+    )
+    assert shuffled[0].timestamps.tolist() == [0, 60, 120, 180]
+    assert shuffled[0].values.tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 
 ChunkCallback = Callable[[Window, int], None]
 # Rows per INSERT statement (multi-row VALUES: a third of the per-row cost of executemany on
-# SQLite), within SQLite's oldest limit of 999 bound parameters, and rows per batch of them.
-_ROWS_PER_STATEMENT = 333
+# SQLite) at most, within the driver's limit of bound parameters (SQLite's oldest: 999), and rows
+# per batch of such statements.
+_ROWS_PER_STATEMENT = 2_000
 _ROWS_PER_BATCH = 100_000
 # PostgreSQL's binary COPY: a header, then per row a field count and length-prefixed fields.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
@@ -204,6 +206,11 @@ def _insert_samples(
     connection: sa.Connection, series_ids: IntArray, timestamps: IntArray, values: FloatArray
 ) -> None:
     pyformat = connection.dialect.paramstyle in ("format", "pyformat")
+    driver = connection.connection.driver_connection
+    limit = 999
+    if isinstance(driver, sqlite3.Connection):
+        limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per_statement = max(1, min(_ROWS_PER_STATEMENT, limit // 3))
     total = series_ids.shape[0]
     for start in range(0, total, _ROWS_PER_BATCH):
         stop = min(start + _ROWS_PER_BATCH, total)
@@ -211,11 +218,11 @@ def _insert_samples(
         flat[0::3] = series_ids[start:stop].tolist()
         flat[1::3] = timestamps[start:stop].tolist()
         flat[2::3] = values[start:stop].tolist()
-        width = 3 * _ROWS_PER_STATEMENT
+        width = 3 * per_statement
         full = len(flat) // width
         if full:
             connection.exec_driver_sql(
-                _insert_statement(_ROWS_PER_STATEMENT, pyformat),
+                _insert_statement(per_statement, pyformat),
                 [tuple(flat[i * width : (i + 1) * width]) for i in range(full)],
             )
         rest = flat[full * width :]
@@ -223,7 +230,7 @@ def _insert_samples(
             connection.exec_driver_sql(_insert_statement(len(rest) // 3, pyformat), tuple(rest))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _insert_statement(rows: int, pyformat: bool) -> str:
     row = "(%s, %s, %s)" if pyformat else "(?, ?, ?)"
     placeholders = ", ".join([row] * rows)  # only placeholders go into the text

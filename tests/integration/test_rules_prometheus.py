@@ -69,22 +69,29 @@ def _series() -> list[MetricSeries]:
     ]
 
 
-@pytest.fixture
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    workdir = tmp_path_factory.mktemp("prometheus")
+def start_with_rules(workdir: Path) -> PrometheusServer:
+    """Prometheus on the backfilled series with the rule file loaded, once its first
+    evaluation has made the memory rule pending."""
+    workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "rules.yml"
     rules.write_text(RULES, encoding="utf-8")
     config = f"global:\n  evaluation_interval: 1s\nrule_files: [{rules}]\nscrape_configs: []\n"
-    try:
-        server = start_prometheus(workdir, _series(), config=config)
-    except ServerMissing as exc:
-        need_server(exc)
+    server = start_prometheus(workdir, _series(), config=config)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the first evaluation makes the memory rule pending
+    while time.monotonic() < deadline:
         groups = requests.get(f"{server.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
         if groups and groups[0]["rules"][0]["state"] == "pending":
             break
         time.sleep(0.5)
+    return server
+
+
+@pytest.fixture
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    try:
+        server = start_with_rules(tmp_path_factory.mktemp("prometheus"))
+    except ServerMissing as exc:
+        need_server(exc)
     yield server
     server.stop()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -27,6 +28,7 @@ import requests
 
 from core.settings import TargetSettings
 from ingest import prompb
+from ingest.chunking import merge_series
 from ingest.domain import FloatArray, IntArray, PullResult, SeriesData, SeriesKey
 from ingest.errors import QueryError, SourceUnavailableError
 
@@ -505,6 +507,26 @@ class Transport(Protocol):
     def body_of(self, response: requests.Response, path: str, *, target: str) -> bytes: ...
 
 
+# A long read goes out as this many requests over consecutive time slices, sent at once:
+# Prometheus encodes one slice while this process decodes another. Each slice starts a
+# lookback delta early, so neighbours overlap by that much; a slice has at least
+# _MIN_SLICE_POINTS steps.
+PARALLEL_SLICES = 2
+_MIN_SLICE_POINTS = 360
+
+
+def time_slices(start: int, end: int, step: int, parallel: int) -> list[tuple[int, int]]:
+    """[start, end] (step-aligned) as up to `parallel` consecutive step-aligned slices."""
+    points = (end - start) // step + 1
+    count = max(1, min(parallel, points // _MIN_SLICE_POINTS))
+    size = -(-points // count)  # steps per slice, rounded up
+    return [
+        (start + i * size * step, min(end, start + ((i + 1) * size - 1) * step))
+        for i in range(count)
+        if start + i * size * step <= end
+    ]
+
+
 class RemoteReader:
     """Serves a range read by remote-read when the target's query allows it; `read` returns
     None when the caller should use query_range instead (another query, or `auto` and a
@@ -516,10 +538,12 @@ class RemoteReader:
         *,
         mode: Literal["remote_read", "auto"],
         lookback_delta_s: int,
+        parallel: int = PARALLEL_SLICES,
     ) -> None:
         self.transport = transport
         self.mode = mode
         self.lookback_delta_s = lookback_delta_s
+        self.parallel = parallel
         self._matchers: dict[str, list[Matcher] | None] = {}
         self.available = True
 
@@ -541,17 +565,28 @@ class RemoteReader:
         matchers = self.matchers_for(target)
         if matchers is None:
             return None
-        lookback = self.lookback_delta_s
-        body = encode_read_request(matchers, (start - lookback) * 1000, end * 1000, step * 1000)
+        slices = time_slices(start, end, step, self.parallel)
         try:
-            raw = self._fetch(body, target.name)
+            if len(slices) == 1:
+                return PullResult(self._slice(matchers, target.name, start, end, step))
+            with ThreadPoolExecutor(len(slices), thread_name_prefix="remote-read") as pool:
+                parts = list(
+                    pool.map(lambda s: self._slice(matchers, target.name, s[0], s[1], step), slices)
+                )
         except RemoteReadUnsupportedError as exc:
             if self.mode == "remote_read":
                 raise
             self.available = False
             log.warning("%s; reading with query_range from now on", exc.message)
             return None
-        return PullResult(on_step_grid(raw, target.name, start, end, step, lookback))
+        return PullResult(merge_series([series for part in parts for series in part]))
+
+    def _slice(
+        self, matchers: Sequence[Matcher], target: str, start: int, end: int, step: int
+    ) -> list[SeriesData]:
+        lookback = self.lookback_delta_s
+        body = encode_read_request(matchers, (start - lookback) * 1000, end * 1000, step * 1000)
+        return on_step_grid(self._fetch(body, target), target, start, end, step, lookback)
 
     def _fetch(self, body: bytes, target: str) -> SeriesBatch:
         url = self.transport.url

@@ -27,6 +27,7 @@ from ingest.remote_read import (
     encode_read_request,
     on_step_grid,
     selector_matchers,
+    time_slices,
 )
 from tests.unit.fakes import make_target
 from tests.unit.ingest.test_prometheus import URL, FakeResponse, Recorder, make_source, matrix
@@ -425,3 +426,35 @@ def test_the_reader_keeps_one_verdict_per_query() -> None:
 
     reader = RemoteReader(Never(), mode="auto", lookback_delta_s=300)
     assert reader.read(make_target("x", "sum(up)"), T0, T0 + 60, 60) is None
+
+
+@pytest.mark.parametrize(
+    ("points", "parallel", "expected"),
+    [
+        (100, 2, [(0, 99)]),  # too short to split
+        (720, 2, [(0, 359), (360, 719)]),
+        (1441, 2, [(0, 720), (721, 1440)]),
+        (10_000, 4, [(0, 2499), (2500, 4999), (5000, 7499), (7500, 9999)]),
+        (1000, 1, [(0, 999)]),
+    ],
+)
+def test_a_long_read_is_split_into_consecutive_slices(
+    points: int, parallel: int, expected: list[tuple[int, int]]
+) -> None:
+    slices = time_slices(T0, T0 + (points - 1) * 60, 60, parallel)
+    assert [((a - T0) // 60, (b - T0) // 60) for a, b in slices] == expected
+
+
+def test_slices_read_at_once_equal_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = [(MS - 400_000 + 15_000 * i, float(i % 7) + 0.25) for i in range(6_000)]
+    body = response([({"__name__": "mem", "service": "cart"}, samples)])
+    results = []
+    for parallel in (1, 3):
+        source, posted, _ = remote_source(monkeypatch, "remote_read", ProtoResponse(200, body))
+        assert source._remote is not None
+        source._remote.parallel = parallel
+        results.append(source.query_range(SELECTOR, T0, T0 + 1_439 * 60, 60))
+        assert len(posted.calls) == parallel
+    (one,), (sliced,) = (r.series for r in results)
+    assert one.timestamps.tolist() == sliced.timestamps.tolist()
+    assert bits(one.values) == bits(sliced.values) and len(one) == 1_440

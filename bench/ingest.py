@@ -649,7 +649,7 @@ def run(
             f"  reads #{i + 1}: raw {results['raw_fetch'].seconds[-1]:.2f}s, "
             f"api client {results['api_client'].seconds[-1]:.2f}s, "
             f"pull {results['prognos_pull'].seconds[-1]:.2f}s "
-            f"(parse {parse_timer.seconds:.2f}s), "
+            f"(parse {parse_seconds[-1]:.2f}s), "
             f"remote read {results['remote_read_pull'].seconds[-1]:.2f}s, backfill "
             f"{results['query_range_backfill'].seconds[-1]:.2f}s / "
             f"{results['remote_read_backfill'].seconds[-1]:.2f}s, gzip {seconds:.2f}s"

@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -46,12 +46,12 @@ from rich.table import Table  # noqa: E402
 from api.metrics import build_registry, render  # noqa: E402
 from core.clock import FixedClock, from_epoch  # noqa: E402
 from core.database import create_engine, migrate, safe_url, session_factory  # noqa: E402
-from core.settings import BreachSettings, Settings, TargetSettings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from models.detector import DetectorConfig  # noqa: E402
 from models.forecasters.registry import build  # noqa: E402
 from models.service import ServingModels, forecast_cycle  # noqa: E402
 from prognos.context import ServiceContext  # noqa: E402
-from sim.fleet import START, fleet_keys, store_steps, values_at  # noqa: E402
+from sim.fleet import START, fleet_keys, fleet_target, store_steps, values_at  # noqa: E402
 
 STEP = 60
 DEFAULT_OUT = ROOT / "bench" / "results" / "cycle.json"
@@ -78,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = create_engine(url)
     migrate(engine)
     sessions = session_factory(engine)
-    target = TargetSettings(
-        name="bench",
-        query="bench",
-        step=timedelta(seconds=STEP),
-        breach=BreachSettings(threshold=1e9),
-    )
+    target = fleet_target("bench")
     n = args.series
     keys = fleet_keys("bench", n)
     rng = np.random.default_rng(0)

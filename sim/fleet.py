@@ -5,15 +5,21 @@ stored through `ingest.service.store` as an ingest cycle would, one step grid pe
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from core.clock import from_epoch
-from core.settings import TargetSettings
+from core.settings import BreachSettings, TargetSettings
 from ingest import service as ingest_service
 from ingest.domain import SeriesData, SeriesKey
 from ingest.tables import WatermarkRow
+from models import registry
+from models.artifacts import ArtifactMetadata, save_model
+from models.forecasters.registry import build
 
 START = 1_767_225_600  # 2026-01-01T00:00Z
 
@@ -21,6 +27,16 @@ START = 1_767_225_600  # 2026-01-01T00:00Z
 def fleet_keys(target: str, n: int) -> list[SeriesKey]:
     """`n` series identities of `target`, spread over 50 services."""
     return [SeriesKey.of(target, {"service": f"svc{i % 50}", "pod": f"p{i}"}) for i in range(n)]
+
+
+def fleet_target(name: str, *, threshold: float = 1e9, consecutive: int = 4) -> TargetSettings:
+    """The fleet's target (60 s step) with a breach limit (by default one never reached)."""
+    return TargetSettings(
+        name=name,
+        query=name,
+        step=timedelta(seconds=60),
+        breach=BreachSettings(threshold=threshold, consecutive=consecutive),
+    )
 
 
 def values_at(n: int, ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -70,4 +86,41 @@ def store_steps(
             )
         else:
             mark.watermark = int(ts[-1])
+        session.commit()
+
+
+def activate_untrained(
+    sessions: Callable[[], Session],
+    folder: Path,
+    *,
+    forecaster: str,
+    config: dict[str, Any],
+    step: int,
+    detector: dict[str, Any] | None = None,
+) -> None:
+    """An untrained forecaster saved as an artifact and made the active model of `step`, as
+    training would leave it (serving costs and does the same whatever the weights)."""
+    model = build(forecaster, config)
+    model.mark_fitted(step)
+    metadata = ArtifactMetadata(
+        name=registry.family_for(step),
+        version="1",
+        train_start=from_epoch(START),
+        train_end=from_epoch(START),
+        series_count=0,
+        detector=detector,
+    )
+    path = save_model(model, folder / "v1", metadata=metadata)
+    with sessions() as session:
+        row = registry.register(
+            session,
+            family=registry.family_for(step),
+            forecaster=forecaster,
+            step=step,
+            path=path,
+            metadata=metadata,
+            version=1,
+            now=from_epoch(START),
+        )
+        registry.promote(session, model_id=row.id, now=from_epoch(START))
         session.commit()

@@ -34,7 +34,7 @@ from models.detector import DetectorConfig
 from models.service import CycleSummary, ServingModels
 from prognos.engine.shards import assign
 from prognos.engine.tables import ShardAssignmentRow
-from prognos.engine.worker import ShardWorker, merge
+from prognos.engine.worker import ShardWorker, merge, process_memory
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,8 @@ class ShardActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def memory(self) -> dict[str, int]:
-        """This process' resident memory now and at its peak (bytes)."""
-        out = {}
-        with open("/proc/self/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                if name in ("VmRSS", "VmHWM"):
-                    out[name] = int(value.split()[0]) * 1024
-        return out
+    def memory(self, reset: bool = False) -> dict[str, int]:
+        return process_memory(reset=reset)
 
 
 @dataclass
@@ -162,9 +155,9 @@ class RayEngine:
             raise RuntimeError(f"every shard worker failed the cycle of {target.name}")
         return merge(target.name, parts, seconds=time.perf_counter() - started)
 
-    def memory(self) -> list[dict[str, int]]:
-        """Each worker's resident memory now and at its peak (bytes)."""
-        return list(ray.get([a.memory.remote() for a in self.actors]))
+    def memory(self, reset: bool = False) -> list[dict[str, int]]:
+        """Each worker's resident memory now and at its peak (bytes); see ShardActor.memory."""
+        return list(ray.get([a.memory.remote(reset) for a in self.actors]))
 
     def pids(self) -> list[int]:
         return list(ray.get([a.pid.remote() for a in self.actors]))

@@ -81,3 +81,18 @@ def merge(target: str, parts: Sequence[CycleSummary], *, seconds: float) -> Cycl
         seconds,
         sum(p.warnings for p in done),
     )
+
+
+def process_memory(*, reset: bool = False) -> dict[str, int]:
+    """This process' resident memory now (`VmRSS`) and at its peak (`VmHWM`), in bytes (Linux);
+    `reset` starts the peak afresh from now on, after reading it."""
+    out = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] = int(value.split()[0]) * 1024
+    if reset:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # the peak restarts from the current RSS
+    return out

@@ -23,7 +23,9 @@ from prognos.engine.shards import SHARDS, assign, batches, series_filter, shard_
 from prognos.engine.worker import ShardWorker, merge
 from tests.support.fleet import (
     DETECTOR,
+    FLOAT32_TOLERANCE,
     activate_untrained_lstm,
+    differences,
     replay,
     serving,
     stage_rows,
@@ -112,7 +114,10 @@ def test_every_engine_writes_the_rows_the_stage_always_wrote(
         assert [(s.status, s.end, s.scored, s.anomalies, s.warnings) for s in got] == [
             (s.status, s.end, s.scored, s.anomalies, s.warnings) for s in summaries
         ], name
-        assert stage_rows(sessions) == expected, name
+        # The local engine makes the very calls the stage made; other splits of the series
+        # batch the LSTM differently (forecasts agree to float32 precision, all else exactly).
+        rel = 0.0 if name == "local engine" else FLOAT32_TOLERANCE
+        assert differences(stage_rows(sessions), expected, rel=rel) == [], name
 
 
 def test_a_worker_failing_mid_cycle_loses_and_doubles_nothing(
@@ -143,7 +148,7 @@ def test_a_worker_failing_mid_cycle_loses_and_doubles_nothing(
         return restarted(target, end)  # a retry after the step committed changes nothing
 
     replay(sessions, crash_then_restart)
-    assert stage_rows(sessions) == expected
+    assert differences(stage_rows(sessions), expected, rel=FLOAT32_TOLERANCE) == []
 
 
 def test_shards_split_the_series_once_each(engine: Any, sessions: sessionmaker[Session]) -> None:

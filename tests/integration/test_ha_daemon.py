@@ -24,7 +24,7 @@ from core.database import create_engine, migrate
 from core.leadership import LeaderLock
 from tests.support.servers import PostgresServer
 
-pytestmark = pytest.mark.timeout(120)  # about 30 s on an idle machine
+pytestmark = pytest.mark.timeout(240)  # 50 s on a shared 2-core machine; more when it is busy
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 2.0  # seconds between cycles (ingest.interval)
@@ -214,7 +214,7 @@ def test_the_standby_takes_over_a_killed_or_stopped_leader_and_nothing_is_lost_o
 ) -> None:
     config = write_config(tmp_path, pg_url)
     running = [daemons(config) for _ in range(4)]  # one leads, three stand by
-    leader_id = wait_for("a leader", lambda: leader_pid(engine), 60)
+    leader_id = wait_for("a leader", lambda: leader_pid(engine), 120)  # four starts at once
     (leader,) = (d for d in running if d.pid == leader_id)
     wait_for(
         "the others to stand by", lambda: all(standing_by(d) for d in running if d is not leader)

@@ -22,6 +22,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy.orm import Session
 
 from api.context import AppContext
+from core.leadership import current_leader
 from core.selfmetrics import service as selfmetrics
 from ingest.tables import IngestRunRow, IngestRunTotalRow, SeriesRow, WatermarkRow
 from models.tables import BreachRow, DetectorStateRow, ForecastRow, ModelRow
@@ -179,6 +180,20 @@ def _cycle(session: Session) -> Iterator[Metric]:
         last_ok.add_metric([stats.stage], _epoch(done) if done is not None else 0.0)
         failures.add_metric([stats.stage], stats.failures)
     yield from (durations, last_ok, failures)
+    leader = current_leader(session)
+    if leader is not None:  # nobody has led yet, or the last leader let go cleanly
+        who = GaugeMetricFamily(
+            "prognos_daemon_leader",
+            "1 for the daemon that holds (or last held) the lead to run the cycle",
+            labels=["host", "pid"],
+        )
+        who.add_metric([leader.host, str(leader.pid)], 1.0)
+        checked = GaugeMetricFamily(
+            "prognos_daemon_leader_checked_timestamp_seconds",
+            "When the leading daemon last confirmed its lock (old: nobody confirms the lead)",
+        )
+        checked.add_metric([], _epoch(leader.checked_at))
+        yield from (who, checked)
 
 
 def _models(session: Session) -> Iterator[Metric]:

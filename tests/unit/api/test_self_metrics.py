@@ -183,3 +183,21 @@ def test_every_self_metric_family_has_its_type(make_context: MakeContext) -> Non
     assert families["prognos_incidents_opened"] == "counter"
     assert families["prognos_model_info"] == "gauge"
     assert families["prognos_proposals"] == "gauge"
+
+
+def test_the_leading_daemon_is_named_with_its_last_confirmation(
+    make_context: MakeContext,
+) -> None:
+    from core.leadership import LeaderRow
+
+    context = make_context()
+    assert not [name for name, _ in scrape(context) if name.startswith("prognos_daemon_leader")]
+    checked = NOW + timedelta(seconds=30)
+    with context.sessions() as session:
+        session.add(
+            LeaderRow(name="daemon", host="node-a", pid=4242, since=NOW, checked_at=checked)
+        )
+        session.commit()
+    found = scrape(context)
+    assert value(found, "prognos_daemon_leader", host="node-a", pid="4242") == 1
+    assert value(found, "prognos_daemon_leader_checked_timestamp_seconds") == checked.timestamp()

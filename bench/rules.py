@@ -35,7 +35,7 @@ bench/breach.py's development seeds), held-out evaluation 100-119 (the reported 
         [--out bench/results/rules.json]
     .venv/bin/python bench/rules.py --quick        # seeds 100-109, 5 training seeds, 3 epochs
 
-About 3-4 minutes on 2 cores (most of it training the LSTM); --quick about one and a half.
+About 5-7 minutes on 2 shared cores (half of it training the LSTM); --quick about 2.
 """
 
 from __future__ import annotations

@@ -25,7 +25,10 @@ def read_rules(source: PrometheusSource) -> list[AlertRule]:
         raise SourceUnavailableError(
             f"Prometheus at {source.url} sent rules that are not JSON ({RULES_PATH})"
         ) from None
-    return parse_rules(document, origin=source.url)
+    try:
+        return parse_rules(document, origin=source.url)
+    except SourceUnavailableError as exc:  # its text may echo the server: never a credential
+        raise SourceUnavailableError(source._redact(exc.message)) from None
 
 
 def parse_rules(document: Any, *, origin: str = "Prometheus") -> list[AlertRule]:

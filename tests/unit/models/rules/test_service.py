@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.settings import RulesSettings
+from core.settings import PrometheusSettings, RulesSettings
 from ingest.errors import SourceUnavailableError
+from ingest.prometheus import PrometheusSource
 from models.rules.domain import AlertRule
-from models.rules.prometheus import parse_rules
+from models.rules.prometheus import parse_rules, read_rules
 from models.rules.service import derive, refresh
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -124,3 +125,16 @@ def test_while_the_condition_holds_the_rule_fires_for_after_it_began() -> None:
     assert alert is not None and alert.state == "pending"
     assert alert.active_at == int(datetime(2026, 1, 5, 11, 58, tzinfo=UTC).timestamp())
     assert memory.active({"pod": "a-1"}) is None
+
+
+def test_a_failed_listing_never_echoes_the_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = PrometheusSettings(
+        url="http://127.0.0.1:9", auth={"type": "bearer", "token": "s3cret-token"}
+    )
+    source = PrometheusSource(settings)
+    body = b'{"status": "error", "error": "proxy: token s3cret-token is not allowed"}'
+    monkeypatch.setattr(source, "_request", lambda *a, **k: body)
+    with pytest.raises(SourceUnavailableError) as caught:
+        read_rules(source)
+    assert "s3cret-token" not in caught.value.message and "***" in caught.value.message
+    source.close()

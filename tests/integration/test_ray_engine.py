@@ -150,3 +150,40 @@ def test_a_worker_killed_mid_cycle_loses_and_doubles_nothing(
     assert len(set(kills)) == 3 and all(s.status == "ok" for s in summaries)
     assert restarted[1] not in kills and len(set(restarted)) == 3  # Ray restarted it each time
     assert differences(stage_rows(sessions), expected, rel=FLOAT32_TOLERANCE) == []
+
+
+def test_the_daemon_cycle_runs_on_ray_when_configured(
+    ray_cluster: Any, databases: Callable[[str], tuple[str, sessionmaker[Session]]]
+) -> None:
+    from core.clock import FixedClock
+    from prognos import jobs
+    from prognos.context import ServiceContext
+    from prognos.engine.ray_engine import RayEngine, read_assignment
+    from sim.fleet import fleet_target
+
+    url, sessions = databases("daemon")
+    target = fleet_target("fleet", threshold=3000.0, consecutive=2)
+    context = ServiceContext(
+        settings=Settings(database={"url": url}, engine="ray", ray={"cpus_per_worker": 0.5}),
+        engine=sessions.kw["bind"],
+        sessions=sessions,
+        source=None,  # type: ignore[arg-type]  # the forecast stage reads the database only
+        targets=[target],
+        clock=FixedClock(from_epoch(0)),
+    )
+    seen: list[list[CycleSummary]] = []
+
+    def cycle(_: TargetSettings, end: int) -> CycleSummary:
+        context.clock = FixedClock(from_epoch(end))
+        seen.append(jobs.forecast_cycle(context))
+        return seen[-1][0]
+
+    try:
+        replay(sessions, cycle, series=20, late=0)
+        assert isinstance(context.cycle_engine, RayEngine)
+        assert sorted(read_assignment(sessions)) == [0, 1]  # ray.workers: 2 by default
+    finally:
+        for stop in context.on_stop:
+            stop()
+    assert [s.status for (s,) in seen] == ["ok"] * 6
+    assert all(s.series == 20 for (s,) in seen)

@@ -33,9 +33,10 @@ bench/breach.py's development seeds), held-out evaluation 100-119 (the reported 
 
     .venv/bin/python bench/rules.py [--seeds 100-119] [--train-seeds 200-214] [--epochs 8]
         [--out bench/results/rules.json]
-    .venv/bin/python bench/rules.py --quick        # seeds 100-109, 5 training seeds, 3 epochs
+    .venv/bin/python bench/rules.py --quick        # smoke test: seeds 100-109, 5 training
+                                                   # seeds, 3 epochs (too few to learn trends)
 
-About 5-7 minutes on 2 shared cores (half of it training the LSTM); --quick about 2.
+About 5-7 minutes on 2 shared cores (half of it training the LSTM); --quick about 4.
 """
 
 from __future__ import annotations

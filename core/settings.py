@@ -554,6 +554,8 @@ class Settings(BaseSettings):
             raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
         if self.source == "prometheus" and self.prometheus.url is None:
             raise ValueError("source is prometheus but prometheus.url is not set")
+        if self.engine == "ray" and not self.database_url.startswith("postgresql"):
+            raise ValueError("engine: ray needs PostgreSQL (database.url): its workers share it")
         if self.effective_source == "prometheus" and not self.targets and not self.rules.enabled:
             raise ValueError(
                 "Prometheus is configured but there are no targets: add at least one under "

@@ -192,3 +192,13 @@ def test_a_summary_of_parts_adds_them_up() -> None:
     assert (merged.series, merged.scored, merged.anomalies, merged.cold_start) == (5, 7, 1, 1)
     assert (merged.warnings, merged.seconds, merged.status) == (1, 1.5, "ok")
     assert merge("t", parts[1:2], seconds=0).status == "noop"
+
+
+def test_engine_ray_is_refused_without_postgresql() -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    with pytest.raises(ValidationError, match="engine: ray needs PostgreSQL"):
+        Settings(engine="ray")
+    assert Settings(engine="ray", database={"url": "postgresql://p@127.0.0.1/p"}).ray.workers == 2

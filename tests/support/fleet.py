@@ -79,7 +79,7 @@ def today(sessions: sessionmaker[Session]) -> RunCycle:
 
 
 def replay(
-    sessions: sessionmaker[Session], run_cycle: RunCycle, *, series: int = 60, late: int = 3
+    sessions: sessionmaker[Session], run_cycle: RunCycle, *, series: int = 35, late: int = 3
 ) -> list[Any]:
     """Store the fleet's history, run a cycle, then store `LATER` steps before each further
     cycle; `late` series appear only at the last steps (too young to forecast). Returns the

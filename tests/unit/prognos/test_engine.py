@@ -102,7 +102,7 @@ def test_every_engine_writes_the_rows_the_stage_always_wrote(
     # Not vacuous: the fleet spikes and climbs, so alarms and breach warnings are among them.
     assert any(r for r in expected["anomaly_scores"] if r[6] is True)
     assert any(r for r in expected["breaches"] if r[-4] is True)
-    assert sum(s.scored for s in summaries) > 60 * 8
+    assert sum(s.scored for s in summaries) > 35 * 8
     runs = {
         "local engine": local,
         "batches of 7 series": lambda s: workers(s, 1, batch_series=7),
@@ -128,22 +128,23 @@ def test_a_worker_failing_mid_cycle_loses_and_doubles_nothing(
     expected = stage_rows(reference)
 
     sessions = fresh("failing")
-    worker = workers(sessions, 1, batch_series=20)
+    worker = workers(sessions, 1, batch_series=10)
     real = model_service.forecast_cycle
-    calls = {"n": 0}
-
-    def second_batch_fails(*args: Any, **kwargs: Any) -> CycleSummary:
-        calls["n"] += 1
-        if calls["n"] % 4 == 2:  # the second batch of every cycle, after the first committed
-            raise RuntimeError("worker killed")
-        return real(*args, **kwargs)
 
     def crash_then_restart(target: TargetSettings, end: int) -> CycleSummary:
+        calls = []
+
+        def second_batch_fails(*args: Any, **kwargs: Any) -> CycleSummary:
+            calls.append(1)
+            if len(calls) == 2:  # the second batch, after the first committed
+                raise RuntimeError("worker killed")
+            return real(*args, **kwargs)
+
         monkeypatch.setattr(model_service, "forecast_cycle", second_batch_fails)
         with pytest.raises(RuntimeError):
             worker(target, end)
         monkeypatch.setattr(model_service, "forecast_cycle", real)
-        restarted = workers(sessions, 1, batch_series=20)
+        restarted = workers(sessions, 1, batch_series=10)
         restarted(target, end)
         return restarted(target, end)  # a retry after the step committed changes nothing
 

@@ -108,6 +108,7 @@ class Series:
     for_steps: int
     consecutive: int
     probability: float
+    hold: int  #: seconds: the derived target's breach hold (rules.hold_for)
 
 
 @dataclass
@@ -150,14 +151,16 @@ def scenario(seed: int) -> tuple[Shop, str, int, int]:
     return shop, kind, start, start + 2 * DAY + AFTER - STEP
 
 
-def series_of(seed: int) -> tuple[list[Series], int, int]:
+def series_of(seed: int, hold_for: bool | None = None) -> tuple[list[Series], int, int]:
     """Every series of every supported rule of the seed's set, as the product pulls them;
     (series, supported rules, start)."""
     shop, kind, start, end = scenario(seed)
     generated = rule_set(seed)
     derived = derive(
         [AlertRule(r.group, r.name, r.expr, r.for_seconds) for r in generated],
-        settings=RulesSettings(enabled=True),
+        settings=RulesSettings(
+            enabled=True, **({} if hold_for is None else {"hold_for": hold_for})
+        ),
     )
     source = ShopSource(shop, FixedClock(from_epoch(end)))
     grid = np.arange(start, end + 1, STEP)
@@ -183,6 +186,7 @@ def series_of(seed: int) -> tuple[list[Series], int, int]:
                     rule.rule.for_seconds // STEP,
                     target.breach.consecutive,
                     target.breach.probability,
+                    int(target.breach.hold.total_seconds()),
                 )
             )
     return out, supported, start
@@ -203,6 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-seeds", default=None, help="LSTM training (default 200-214)")
     parser.add_argument("--epochs", type=int, default=None, help="LSTM max_epochs (default 8)")
     parser.add_argument("--quick", action="store_true", help="seeds 100-109, 5 train seeds")
+    parser.add_argument(
+        "--hold-for",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="override rules.hold_for (default: the product's)",
+    )
+    parser.add_argument(
+        "--run-combine",
+        choices=["max", "independent"],
+        default=None,
+        help="how P(beyond for the rule's for:) is combined (default: the product's)",
+    )
     parser.add_argument("--out", default=str(BENCH_DIR / "results" / "rules.json"))
     args = parser.parse_args(argv)
     quick = {"seeds": "100-109", "train_seeds": "200-204", "epochs": 3}
@@ -253,13 +269,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = DAY // STEP
     t0 = time.perf_counter()
     for seed in seeds:
-        found, supported, start = series_of(seed)
+        found, supported, start = series_of(seed, args.hold_for)
         rule_days += supported
         healthy_rule_days += supported if KINDS[seed % len(KINDS)] == "healthy" else 0
         series_count += len(found)
         for s in found:
             config = BreachEvalConfig(
-                breach=BreachConfig(probability=s.probability, consecutive=s.consecutive),
+                breach=BreachConfig(
+                    probability=s.probability,
+                    consecutive=s.consecutive,
+                    hold=s.hold,  # as the product derived it (rules.hold_for)
+                    **({"run_combine": args.run_combine} if args.run_combine else {}),
+                ),
                 window=WINDOW,
                 min_lead=MIN_LEAD,
                 rearm=0,

@@ -130,6 +130,11 @@ class BreachSettings(_Section):
     # The defaults are models.breach.BreachConfig's, chosen on development scenario seeds.
     probability: float = Field(default=0.5, gt=0.0, lt=1.0)
     consecutive: int = Field(default=4, ge=1)
+    hold: Duration = Field(
+        default=timedelta(0),
+        description="the series must stay beyond the threshold this long for the crossing to "
+        "count (an alert rule's `for:`); 0: reaching it once",
+    )
 
 
 def _whole_seconds(value: timedelta) -> timedelta:
@@ -195,6 +200,12 @@ class RulesSettings(_Section):
     )
     exclude: list[str] = Field(
         default_factory=list, description="regexes on `<group>/<alert>`: rules left out"
+    )
+    hold_for: bool = Field(
+        default=True,
+        description="warn only when the series is forecast to stay beyond the threshold for "
+        "the rule's `for:` (false: as soon as it is forecast to reach it; more warnings, "
+        "earlier, and more of them false)",
     )
 
     @field_validator("include", "exclude")

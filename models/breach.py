@@ -35,6 +35,12 @@ forecast's alone. The check reads only two short stretches of each series
 one season earlier; a caller holding many series can pass just those (`SeasonalWindow`) instead
 of a whole day.
 
+**Holding** (`BreachConfig.hold`, e.g. an alert rule's `for:`): a crossing counts only when the
+series stays beyond the threshold for `run_steps` consecutive steps inside the horizon, and the
+per-step probabilities are combined into the probability of such a run (`combine_steps`). A
+series that sits just under a threshold touches it now and then; it is a rule that fires only
+if it stays there.
+
 The ETA is the first horizon step whose forecast probability reaches
 `BreachConfig.eta_probability` (0.5 by default: the median forecast reaches the threshold).
 
@@ -100,6 +106,17 @@ class BreachConfig(BaseModel):
         description="per-step probabilities -> P(cross within horizon): 'independent' "
         "(1 - prod(1 - p)) or 'max' (a lower bound)",
     )
+    hold: int = Field(
+        0,
+        ge=0,
+        description="seconds the series must stay beyond the threshold for the crossing to "
+        "count (an alert rule's `for:`); 0: reaching it once",
+    )
+    run_combine: Combine = Field(
+        "max",
+        description="per-step probabilities -> P(beyond for `hold`): 'max' (paths that move "
+        "together: the best window's smallest probability) or 'independent' (a lower bound)",
+    )
     season: int | None = Field(
         86_400, ge=1, description="seconds; the seasonal check's period (None: no check)"
     )
@@ -110,6 +127,12 @@ class BreachConfig(BaseModel):
     min_observed: float = Field(
         0.5, gt=0.0, le=1.0, description="share of the trend window that must be observed"
     )
+
+    def run_steps(self, step: int) -> int:
+        """Consecutive steps beyond the threshold that make a crossing: 1, or those that span
+        `hold` (a rule evaluated every step fires at the evaluation `for:` after its first
+        holding one)."""
+        return 1 + math.ceil(self.hold / step)
 
     def trend_steps(self, step: int) -> int:
         """Steps of the seasonal check's trend window at this step."""
@@ -265,14 +288,16 @@ def predict_breach(
     if config.horizon is not None:
         exceed = exceed[:, : config.horizon]
     n, h = exceed.shape
-    own = combine_steps(exceed, config.combine)
+    run = config.run_steps(forecast.step)
+    how = config.combine if run == 1 else config.run_combine
+    own = combine_steps(exceed, how, run)
     probability = own
     seasonal = None
     window = history
     if history is not None and not isinstance(history, SeasonalWindow):
         window = SeasonalWindow.of(history, forecast.step, h, config)
     if isinstance(window, SeasonalWindow) and config.season is not None:
-        seasonal = seasonal_probability(window, threshold, direction, h, config)
+        seasonal = seasonal_probability(window, threshold, direction, h, config, run)
         if len(seasonal) != n:
             raise ModelInputError(f"history has {len(seasonal)} series for {n} forecasts")
         probability = np.where(np.isfinite(seasonal), np.fmin(own, seasonal), own)
@@ -293,20 +318,53 @@ def predict_breach(
     )
 
 
-def combine_steps(exceed: npt.ArrayLike, how: Combine = "independent") -> FloatArray:
+def combine_steps(exceed: npt.ArrayLike, how: Combine = "independent", run: int = 1) -> FloatArray:
     """[N, H] per-step probabilities -> [N] P(beyond at some step): 1 - Π(1 - p) ("independent")
-    or max p ("max"), over the finite steps; NaN where no step is finite."""
+    or max p ("max"), over the finite steps; NaN where no step is finite. With `run` > 1 it is
+    P(beyond at `run` consecutive steps somewhere in the horizon, a run still going at its last
+    step counting as complete: the forecast sees no further): for "independent" the exact
+    probability of such a run when the steps are independent (a recursion over the length of
+    the current run), for "max" the best window's smallest probability. A step that is not
+    finite breaks a run."""
     p = np.asarray(exceed, dtype=np.float64)
     if p.ndim != 2:
         raise ModelInputError("per-step probabilities must be [series, horizon]")
+    if run < 1:
+        raise ModelInputError(f"a run is at least one step, not {run}")
     finite = np.isfinite(p)
-    if how == "max":
+    if run > 1:
+        out = _run_probability(np.where(finite, np.clip(p, 0.0, 1.0), 0.0), run, how)
+    elif how == "max":
         out = np.where(finite, p, -1.0).max(axis=1) if p.shape[1] else np.full(len(p), -1.0)
     elif how == "independent":
         out = 1.0 - np.where(finite, 1.0 - np.clip(p, 0.0, 1.0), 1.0).prod(axis=1)
     else:
         raise ModelInputError(f"combine must be 'independent' or 'max', not {how!r}")
     return np.asarray(np.where(finite.any(axis=1), out, np.nan), dtype=np.float64)
+
+
+def _run_probability(p: FloatArray, run: int, how: Combine) -> FloatArray:
+    """[N, H] probabilities in [0, 1] -> [N] P(`run` consecutive steps beyond)."""
+    n, h = p.shape
+    if how == "max":
+        if h == 0:
+            return np.zeros(n)
+        # A run still going at the horizon's end counts: the forecast sees no further.
+        padded = np.concatenate([p, np.full((n, run - 1), np.inf)], axis=1)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, run, axis=1)
+        return np.asarray(windows.min(axis=2).max(axis=1), dtype=np.float64)
+    if how != "independent":
+        raise ModelInputError(f"combine must be 'independent' or 'max', not {how!r}")
+    # state[:, j]: P(no completed run yet and the current run is j steps long)
+    state = np.zeros((n, run))
+    state[:, 0] = 1.0
+    done = np.zeros(n)
+    for k in range(h):
+        q = p[:, k : k + 1]
+        done = done + state[:, -1] * q[:, 0]
+        grown = state[:, :-1] * q
+        state = np.concatenate([state.sum(axis=1, keepdims=True) * (1.0 - q), grown], axis=1)
+    return done + state[:, 1:].sum(axis=1)  # a run still going at the end counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +402,10 @@ def seasonal_probability(
     direction: Direction,
     horizon: int,
     config: BreachConfig,
+    run: int = 1,
 ) -> FloatArray:
-    """[N] P(cross within `horizon` steps) by the seasonal check (module docstring). NaN where
+    """[N] P(cross within `horizon` steps) by the seasonal check (module docstring); with
+    `run` > 1, P(`run` consecutive steps beyond) (`combine_steps`). NaN where
     it has no opinion: fewer than `min_observed` of the trend window's differences from a
     season before are observed, or no value a season before any horizon step is."""
     recent = np.asarray(window.recent, dtype=np.float64)
@@ -366,7 +426,7 @@ def seasonal_probability(
         z = (_thresholds(threshold, n)[:, None] - path) / spread
     exceed = ndtr(-z) if direction == "above" else ndtr(z)
     exceed = np.where(np.isfinite(path), exceed, np.nan)
-    combined = combine_steps(exceed, config.combine)
+    combined = combine_steps(exceed, config.combine if run == 1 else config.run_combine, run)
     return np.asarray(np.where(enough, combined, np.nan), dtype=np.float64)
 
 

@@ -422,7 +422,11 @@ def update_breaches(
     over from the previous cycle. Returns how many series are warning now. A series whose stored
     state already comes from this step's forecast keeps it: a retried step (a worker restarted
     after it committed) never counts the same forecast twice in a streak."""
-    config = BreachConfig(probability=limit.probability, consecutive=limit.consecutive)
+    config = BreachConfig(
+        probability=limit.probability,
+        consecutive=limit.consecutive,
+        hold=int(limit.hold.total_seconds()),
+    )
     ids = [int(r["series_id"]) for r in rows]
     previous = {
         b.series_id: b

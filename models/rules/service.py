@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -70,7 +70,12 @@ def derive(
             step=settings.step,
             lookback=settings.lookback,
             description=f"alerting rule {rule.path}: {rule.expr}",
-            breach=BreachSettings(threshold=found.threshold, direction=found.direction),
+            # The rule fires only if its condition holds for `for:` (rules.hold_for).
+            breach=BreachSettings(
+                threshold=found.threshold,
+                direction=found.direction,
+                hold=timedelta(seconds=rule.for_seconds if settings.hold_for else 0),
+            ),
         )
         out.append(RuleTarget(rule, found, target))
     return tuple(out)

@@ -122,6 +122,39 @@ def test_combine_steps_by_hand() -> None:
         combine_steps(p, "mean")  # type: ignore[arg-type]
 
 
+def test_runs_of_steps_beyond_by_hand_and_by_enumeration() -> None:
+    import itertools
+
+    p = np.array([[0.5, 0.5, 0.5], [0.9, np.nan, 0.9], [0.2, 0.9, 0.8]])
+    run2 = combine_steps(p, run=2)
+    # A run of two (110, 011, 111) or one still going at the end (001, 101): 5/8; a gap breaks
+    # a run, the last step alone still counts; 0.2*0.9*(1-0.8) + 0.9*0.8 + (1-0.9)*0.8.
+    assert run2 == pytest.approx([5 / 8, 0.9, 0.2 * 0.9 * 0.2 + 0.9 * 0.8 + 0.1 * 0.8])
+    assert combine_steps(p, "max", 2) == pytest.approx([0.5, 0.9, 0.8])
+    assert combine_steps(p, run=1)[0] == pytest.approx(combine_steps(p)[0])
+    q = np.random.default_rng(3).uniform(0, 1, 8)
+    exact = sum(
+        np.prod([q[i] if b else 1 - q[i] for i, b in enumerate(bits)])
+        for bits in itertools.product((0, 1), repeat=8)
+        if "111" in "".join(map(str, bits)) or bits[-1] == 1
+    )
+    assert combine_steps(q[None, :], run=3)[0] == pytest.approx(exact)
+    with pytest.raises(ModelInputError, match="run"):
+        combine_steps(p, run=0)
+
+
+def test_a_series_that_only_touches_its_limit_does_not_hold_beyond_it() -> None:
+    near = forecast(np.full(H, 97.0), spread=4.0)  # each step: P(> 100) about 0.23
+    touching = predict_breach(near, 100.0).probability[0]
+    holding = predict_breach(near, 100.0, config=BreachConfig(hold=5 * 60)).probability[0]
+    assert touching > 0.8 and holding == pytest.approx(predict_breach(near, 100.0).exceed[0, 0])
+    apart = BreachConfig(hold=5 * 60, run_combine="independent")
+    assert predict_breach(near, 100.0, config=apart).probability[0] < 0.3  # < the 0.5 to warn
+    assert BreachConfig(hold=5 * 60).run_steps(60) == 6 and BreachConfig().run_steps(60) == 1
+    rising = forecast(np.linspace(90, 130, H))  # beyond from mid-horizon on, and stays
+    assert predict_breach(rising, 100.0, config=BreachConfig(hold=5 * 60)).probability[0] > 0.99
+
+
 def test_per_series_thresholds_gaps_and_point_masses() -> None:
     rows = np.array([np.full(H, 50.0), np.full(H, np.nan), np.full(H, 50.0)])
     pred = predict_breach(forecast(rows, spread=0.0), np.array([50.0, 1.0, 50.5]))

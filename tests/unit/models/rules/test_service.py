@@ -75,6 +75,10 @@ def test_a_supported_rule_becomes_a_target_with_its_threshold() -> None:
     assert memory.target.step_seconds == 30
     assert memory.target.breach is not None
     assert (memory.target.breach.threshold, memory.target.breach.direction) == (9e8, "above")
+    assert memory.target.breach.hold == timedelta(seconds=300)  # the rule's for:
+    touch = derive(parse_rules(_answer()), settings=RulesSettings(enabled=True, hold_for=False))
+    assert touch[0].target is not None and touch[0].target.breach is not None
+    assert touch[0].target.breach.hold == timedelta(0)  # reaching the threshold warns
     assert down.target is None and down.reason is not None and "equality" in down.reason
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,10 +134,13 @@ def forecast_cycle(
     now: datetime,
     max_catchup: int = 1440,
     series: sa.ColumnElement[bool] | None = None,
+    windows: Callable[[int, int], tuple[list[int], np.ndarray]] | None = None,
 ) -> CycleSummary:
     """Score every stored step of every series of `target` not scored yet (a missed cycle is
     caught up, at most `max_catchup` steps back), then forecast from the newest step. `series`
     (a condition on `SeriesRow`, e.g. a shard's keys) limits the cycle to the series it selects.
+    `windows(end, length)`, if given, supplies the context windows `_windows` would read (the
+    same series, same values; e.g. a shard worker's buffer) instead of reading them here.
 
     Scores, alarms and each series' detector state are written in the caller's transaction, so
     a rolled-back cycle leaves no trace and the retry scores the same steps again. Idempotent
@@ -151,9 +154,12 @@ def forecast_cycle(
     end = mark.watermark
     forecaster = models.for_step(db_session, step)
     length = forecaster.context_length
-    ids, windows = _windows(
-        db_session, target=target.name, end=end, step=step, length=length, series=series
-    )
+    if windows is not None:
+        ids, context = windows(end, length)
+    else:
+        ids, context = _windows(
+            db_session, target=target.name, end=end, step=step, length=length, series=series
+        )
     if not ids:
         return CycleSummary(target.name, "noop", end)
 
@@ -179,7 +185,7 @@ def forecast_cycle(
         return CycleSummary(target.name, "noop", end)
 
     # 2. Forecast from the newest step: the model where history suffices, else the cold band.
-    forecast, cold = predict_windows(models, forecaster, windows, end, step)
+    forecast, cold = predict_windows(models, forecaster, context, end, step)
     model_name = forecaster.version
     rows = []
     for row_index, series_id in enumerate(ids):

@@ -1,20 +1,24 @@
 """A shard worker: the unit of work of the forecast/score stage. It owns some virtual shards and,
 each cycle, runs the one serving path (`models.service.forecast_cycle`: score the new points
 with the `Detector`, forecast, predict breaches) over their series, at most `batch_series`
-series per transaction so that its memory stays bounded whatever the fleet's size.
+series per transaction so that its memory stays bounded whatever the fleet's size. It keeps its
+series' recent windows in memory (`WindowBuffer`, one per target): each cycle reads only the
+samples newer than the buffer's end, not every context window again.
 
 Its checkpoint is the database: each series' detector state (its last scored step), newest
 forecast and breach streak are written in the transaction that writes its scores, so a worker
 killed anywhere either committed a batch whole or left no trace of it, and its successor
-scores exactly the steps after each series' last committed one."""
+scores exactly the steps after each series' last committed one. The buffer caches stored
+samples only: a restarted worker fills it from the database and writes the same rows."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.database import session_scope
@@ -23,6 +27,7 @@ from models import service as model_service
 from models.detector import DetectorConfig
 from models.service import CycleSummary, ServingModels
 from prognos.engine.shards import SHARDS, batches, series_filter, shard_counts
+from prognos.engine.window import WindowBuffer
 
 
 @dataclass
@@ -30,6 +35,8 @@ class ShardWorker:
     sessions: sessionmaker[Session]
     models: ServingModels  #: its one loaded copy of each step's model
     batch_series: int = 50_000
+    keep_windows: bool = True  #: False: every cycle reads its windows from the database
+    buffers: dict[str, WindowBuffer] = field(default_factory=dict)  #: target -> its windows
 
     def run(
         self,
@@ -46,8 +53,22 @@ class ShardWorker:
         with session_scope(self.sessions) as session:
             counts = shard_counts(session, target=target.name)
         parts = []
+        buffer = self.buffers.setdefault(target.name, WindowBuffer())
         for group in batches(shards, counts, limit=self.batch_series):
             with session_scope(self.sessions) as session:
+
+                def windows(
+                    end: int, length: int, session: Session = session, group: list[int] = group
+                ) -> tuple[list[int], np.ndarray]:
+                    return buffer.windows(
+                        session,
+                        target=target.name,
+                        shards=group,
+                        owned=shards,
+                        end=end,
+                        length=length,
+                    )
+
                 parts.append(
                     model_service.forecast_cycle(
                         session,
@@ -57,6 +78,7 @@ class ShardWorker:
                         now=now,
                         max_catchup=max_catchup,
                         series=series_filter(group),
+                        windows=windows if self.keep_windows else None,
                     )
                 )
                 session.commit()

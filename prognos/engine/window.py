@@ -80,7 +80,7 @@ class WindowBuffer:
         if missing:
             self._fill(db_session, missing, step)
         rows = np.isin(self.shard, np.asarray(sorted(set(shards)), dtype=np.int16))
-        return [int(i) for i in self.ids[rows]], self.values[rows].copy()
+        return [int(i) for i in self.ids[rows]], self.values[rows]  # a copy: rows is a mask
 
     def _reset(self, target: str, meaning: tuple[str, int, int], end: int) -> None:
         self.target, self.meaning, self.end = target, meaning, end
@@ -104,14 +104,14 @@ class WindowBuffer:
     def _advance(self, db_session: Session, end: int, step: int) -> None:
         """Shift every window to `end` and write in the samples after the old end: one query
         over the filled shards. Series no longer seen in the window are dropped."""
+        # Read first: a failed read leaves the buffer as it was, at its old end.
+        rows = self._read(db_session, sorted(self.filled), self.end, end) if self.filled else []
         shift = (end - self.end) // step
         length = self.values.shape[1]
         values = np.full_like(self.values, np.nan)
         values[:, : length - shift] = self.values[:, shift:]
-        previous, self.end = self.end, end
-        self.values = values
-        if self.filled:
-            self._merge(self._read(db_session, sorted(self.filled), previous, end), step)
+        self.end, self.values = end, values
+        self._merge(rows, step)
         self._select(self.last >= end - (length - 1) * step)
 
     def _fill(self, db_session: Session, shards: list[int], step: int) -> None:

@@ -23,8 +23,13 @@ Memory (`cycle MB / 10k`): what a cycle adds to a warm process (models loaded, o
 the peak RSS during the timed cycles over the RSS before them (the peak is reset first), for
 the bench process (local) and summed over the Ray workers; `peak_rss_mb` is each process' peak.
 
+`rows fetched / cycle` (local engine only): the rows its cycle fetched from the database (context
+windows, new samples, detector states, forecasts' times), median over the timed cycles;
+`buffer MB / 10k`: its workers' window buffers. `--reread`: the local engine without its window
+buffer, re-reading every context window each cycle (as before the buffer), to compare.
+
     .venv/bin/python bench/scale.py [--series 10000 100000] [--workers 1 2 4] [--repeats 2]
-        [--json FILE]
+        [--reread] [--json FILE]
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+import models.service as model_service  # noqa: E402
+import prognos.engine.window as engine_window  # noqa: E402
 from core.clock import from_epoch  # noqa: E402
 from core.database import create_engine, migrate, session_factory  # noqa: E402
 from core.settings import Settings, TargetSettings  # noqa: E402
@@ -79,18 +86,39 @@ DEFAULT_OUT = ROOT / "bench" / "results" / "scale.json"
 console = Console()
 
 
+class FetchCounter:
+    """Rows the forecast/score stage fetches from the database in this process (the local
+    engine's reads: windows, new samples, detector states, forecasts' times)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        real = model_service.fetch_tuples
+
+        def counted(db_session: Any, query: Any) -> list[tuple[Any, ...]]:
+            out = real(db_session, query)
+            self.rows += len(out)
+            return out
+
+        model_service.fetch_tuples = counted
+        engine_window.fetch_tuples = counted
+
+
+FETCHED = FetchCounter()
+
+
 def models_for(settings: Settings) -> ServingModels:
     shape = {k: v for k, v in settings.models.config.items() if k in ("context_length", "horizon")}
     return ServingModels(cold_start=settings.models.cold_start, cold_config=shape)
 
 
 def start_engines(
-    url: str, sessions: Any, workers: list[int], batch_series: int
+    url: str, sessions: Any, workers: list[int], batch_series: int, reread: bool = False
 ) -> list[tuple[str, int, Any]]:
     """(label, workers, engine) for local and each Ray worker count."""
     engines: list[tuple[str, int, Any]] = []
     base = Settings(database={"url": url}, shards={"batch_series": batch_series})
-    engines.append(("local", 1, LocalEngine(ShardWorker(sessions, models_for(base), batch_series))))
+    worker = ShardWorker(sessions, models_for(base), batch_series, keep_windows=not reread)
+    engines.append(("local", 1, LocalEngine(worker)))
     if workers:
         from prognos.engine.ray_engine import RayEngine
 
@@ -132,7 +160,7 @@ def measure(args: argparse.Namespace, server: Any, n: int) -> list[dict[str, Any
         activate_untrained(
             sessions, Path(folder), forecaster=settings.models.forecaster, config=lstm, step=STEP
         )
-        engines = start_engines(url, sessions, args.workers, args.batch_series)
+        engines = start_engines(url, sessions, args.workers, args.batch_series, args.reread)
         try:
             rows = run_rounds(args, sessions, target, keys, rng, engines, int(ts[-1]))
         finally:
@@ -155,6 +183,7 @@ def run_rounds(
     n = len(keys)
     detector = DetectorConfig()
     timings: dict[int, list[float]] = {i: [] for i in range(len(engines))}
+    fetched: list[int] = []  #: rows the local engine fetched, per timed cycle
     base_ray: dict[int, list[dict[str, int]]] = {}
     local_before = 0
     for round_no in range(args.repeats + 1):
@@ -173,9 +202,12 @@ def run_rounds(
                 from prognos.engine.ray_engine import write_assignment
 
                 write_assignment(sessions, assign(count), now=from_epoch(end))
+            rows_before = FETCHED.rows
             t0 = time.perf_counter()
             summary = eng.forecast(target, detector=detector, now=from_epoch(end), max_catchup=1440)
             seconds = time.perf_counter() - t0
+            if round_no and kind == "local":
+                fetched.append(FETCHED.rows - rows_before)
             if summary.status != "ok" or summary.series != n:
                 raise SystemExit(f"{kind} x{count}: cycle failed: {summary}")
             if round_no:
@@ -185,9 +217,14 @@ def run_rounds(
     local_rate = n / statistics.median(timings[0])
     for i, (kind, count, eng) in enumerate(engines):
         med = statistics.median(timings[i])
+        rows_read: float | None = None
+        buffer_bytes: int | None = None
         if kind == "local":
             grown = process_memory()["VmHWM"] - local_before
             peak = [process_memory()["VmHWM"]]
+            rows_read = statistics.median(fetched)
+            if eng.worker.keep_windows:
+                buffer_bytes = sum(b.nbytes for b in eng.worker.buffers.values())
         else:
             now = eng.memory()
             grown = sum(m["VmHWM"] - b["VmRSS"] for m, b in zip(now, base_ray[i], strict=True))
@@ -204,6 +241,11 @@ def run_rounds(
                 "cycle_memory_mb_per_10k": grown / 2**20 / (n / 10_000),
                 "peak_rss_mb": [p / 2**20 for p in peak],
                 "rounds": timings[i],
+                "windows": "re-read" if args.reread and kind == "local" else "buffer",
+                "rows_fetched_per_cycle": rows_read,
+                "window_buffer_mb_per_10k": None
+                if buffer_bytes is None
+                else buffer_bytes / 2**20 / (n / 10_000),
             }
         )
     return rows
@@ -283,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-series", type=int, default=Settings().shards.batch_series)
     parser.add_argument("--check-series", type=int, default=500)
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT, help="JSON rows")
+    parser.add_argument(
+        "--reread",
+        action="store_true",
+        help="the local engine re-reads every context window each cycle (no window buffer)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -319,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         "vs local",
         "per worker",
         "cycle MB / 10k",
+        "windows",
+        "rows fetched / cycle",
+        "buffer MB / 10k",
         "equivalent",
     ):
         table.add_column(column, justify="right")
@@ -332,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ratio_vs_local']:.2f}x",
             f"{r['efficiency_per_worker']:.2f}",
             f"{r['cycle_memory_mb_per_10k']:.0f}",
+            r["windows"],
+            "" if r["rows_fetched_per_cycle"] is None else f"{r['rows_fetched_per_cycle']:,.0f}",
+            "" if r["window_buffer_mb_per_10k"] is None else f"{r['window_buffer_mb_per_10k']:.1f}",
             "yes" if r["equivalent"] else "NO",
         )
     console.print(table)

@@ -60,9 +60,12 @@ def fit_parallel(
             dist.destroy_process_group()
         context.join()  # raises if a worker failed after rank 0 finished
     except Exception as exc:
-        raise ModelError(
-            f"training with {workers} processes failed: {_worker_failure(context) or exc}"
-        ) from exc
+        # A rank that failed breaks rank 0's next collective (gloo: a plain RuntimeError): name
+        # that rank's own error first. Rank 0's other errors are its own: nobody to wait for.
+        communication = type(exc) is RuntimeError or isinstance(exc, dist.DistError)
+        worker = _worker_failure(context) if communication else None
+        cause = f"{worker} (rank 0: {exc})" if worker else str(exc)
+        raise ModelError(f"training with {workers} processes failed: {cause}") from exc
     finally:
         torch.set_num_threads(threads)
         for process in context.processes:

@@ -101,3 +101,15 @@ def test_one_worker_is_the_in_process_fit(monkeypatch: pytest.MonkeyPatch) -> No
     report = parallel.fit_parallel(alone, histories(n=2), 1)
     direct = GlobalLSTMForecaster(config)
     assert direct.fit(histories(n=2)).best_val_loss == report.best_val_loss
+
+
+def test_rank_0s_own_error_is_reported_and_the_workers_are_stopped() -> None:
+    import multiprocessing as mp
+
+    def broken(report: EpochReport) -> None:
+        raise ValueError("progress could not be written")
+
+    forecaster = GlobalLSTMForecaster(LSTMConfig(**TINY_LSTM))
+    with pytest.raises(ModelError, match=r"failed: progress could not be written$"):
+        parallel.fit_parallel(forecaster, histories(n=2), 2, on_epoch=broken)
+    assert mp.active_children() == []

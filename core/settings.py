@@ -271,6 +271,12 @@ class ModelSettings(_Section):
         lt=0.5,
         description="newest share of the history kept out of training to compare models",
     )
+    train_workers: int = Field(
+        default=1,
+        ge=1,
+        description="processes that train the LSTM together (data-parallel, on this host); "
+        "1 trains in the calling process",
+    )
     detector: dict[str, Any] = Field(
         default_factory=dict,
         description="anomaly detector settings over its defaults (window, long_halflife, "

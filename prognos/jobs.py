@@ -336,6 +336,7 @@ def retrain(
                 now=now,
                 on_epoch=on_epoch,
                 detector=detector_config(settings.models.detector),
+                workers=settings.models.train_workers,
             )
             session.commit()
         log.info(

@@ -17,7 +17,9 @@ from typing import Any, Self
 import numpy as np
 import torch
 from pydantic import model_validator
+from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from models.domain import ContextBatch, History
 from models.errors import ModelInputError
@@ -151,11 +153,30 @@ class GlobalLSTMForecaster(Forecaster):
         super().__init__(config or LSTMConfig())
         torch.manual_seed(self.config.seed)
         self.net = LSTMNet(self.config)
+        self._rank = (0, 1)  # (rank, processes) while fit_rank runs
 
     # ------------------------------------------------------------------ training
 
+    def fit_rank(
+        self,
+        histories: Sequence[History],
+        *,
+        rank: int,
+        world: int,
+        on_epoch: EpochCallback | None = None,
+    ) -> FitReport:
+        """One rank of data-parallel training in a process group its caller has set up
+        (models.forecasters.parallel): the rank trains on its shard of the training windows,
+        gradients are averaged over ranks, rank 0 scores the validation batch for all."""
+        self._rank = (rank, world)
+        try:
+            return self.fit(histories, on_epoch=on_epoch)
+        finally:
+            self._rank = (0, 1)
+
     def _fit(self, histories: Sequence[History], on_epoch: EpochCallback | None) -> FitReport:
         cfg = self.config
+        rank, world = self._rank
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
@@ -171,37 +192,60 @@ class GlobalLSTMForecaster(Forecaster):
         starts = [h.start for h in histories]
         step = histories[0].step
         quantiles = torch.tensor(cfg.quantiles, dtype=torch.float32)
+        # One process: the network itself. Several: DDP averages the gradients in backward.
+        net: nn.Module = self.net if world == 1 else DistributedDataParallel(self.net)
         optimiser = torch.optim.AdamW(
-            self.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
-        val_batch = _sample(
-            val or train, data, starts, step, span, cfg, rng, min(4096, cfg.windows_per_epoch // 2)
-        )
+        val_batch = None
+        if rank == 0:
+            val_batch = _sample(
+                val or train,
+                data,
+                starts,
+                step,
+                span,
+                cfg,
+                rng,
+                min(4096, cfg.windows_per_epoch // 2),
+            )
         report = FitReport(
             train_windows=sum(n for _, _, n in train), val_windows=sum(n for _, _, n in val)
         )
+        batch_size = cfg.batch_size
+        if world > 1:
+            # Disjoint shards; the same global batch (split over ranks) and steps per epoch.
+            train = _shard(train, rank, world)
+            rng = np.random.default_rng([cfg.seed, rank])
+            batch_size = -(-cfg.batch_size // world)
         best = math.inf
         best_state: dict[str, Any] | None = None
         stale = 0
         started = time.perf_counter()
         for epoch in range(1, cfg.max_epochs + 1):
-            self.net.train()
+            net.train()
             losses = []
             for _ in range(max(1, cfg.windows_per_epoch // cfg.batch_size)):
                 features, last, target = _sample(
-                    train, data, starts, step, span, cfg, rng, cfg.batch_size
+                    train, data, starts, step, span, cfg, rng, batch_size
                 )
                 optimiser.zero_grad()
-                loss = pinball_loss(self.net(features, last), target, quantiles)
+                loss = pinball_loss(net(features, last), target, quantiles)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 optimiser.step()
                 losses.append(float(loss.detach()))
             self.net.eval()
-            with torch.inference_mode():
-                val_loss = float(
-                    pinball_loss(self.net(val_batch[0], val_batch[1]), val_batch[2], quantiles)
-                )
+            val_loss = math.nan
+            if val_batch is not None:
+                with torch.inference_mode():
+                    val_loss = float(
+                        pinball_loss(self.net(val_batch[0], val_batch[1]), val_batch[2], quantiles)
+                    )
+            if world > 1:  # every rank takes rank 0's early-stopping decision
+                shared = torch.tensor([val_loss], dtype=torch.float64)
+                dist.broadcast(shared, src=0)
+                val_loss = float(shared[0])
             improved = val_loss < best - 1e-5
             if improved:
                 best, stale = val_loss, 0
@@ -214,7 +258,12 @@ class GlobalLSTMForecaster(Forecaster):
                 on_epoch(entry)
             if stale >= cfg.patience:
                 break
-        if best_state is not None:
+        if world > 1:  # a plain network again, free of DDP's gradient hooks
+            del net, optimiser
+            state = best_state or self.net.state_dict()
+            self.net = LSTMNet(cfg)
+            self.net.load_state_dict(state)
+        elif best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.eval()
         report.epochs = len(report.history)
@@ -271,6 +320,18 @@ def _window_index(
         if n_val > 0:
             val.append((i, n - n_val, n_val))
     return train, val
+
+
+def _shard(pool: Pool, rank: int, world: int) -> Pool:
+    """Rank `rank`'s disjoint part of every series' window starts (a contiguous run of each)."""
+    shard: Pool = []
+    for series, first, count in pool:
+        lo, hi = count * rank // world, count * (rank + 1) // world
+        if hi > lo:
+            shard.append((series, first + lo, hi - lo))
+    if not shard:
+        raise ModelInputError(f"lstm: too few training windows for {world} training processes")
+    return shard
 
 
 def _sample(

@@ -37,14 +37,22 @@ def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(name)
 
 
-def host(tmp_path: Path, name: str, db_url: str) -> Settings:
+def host(tmp_path: Path, name: str, db_url: str, train_workers: int = 1) -> Settings:
     """One host's settings: its own data_dir (sample data, cache, model folder), one database."""
-    models: dict[str, Any] = {"forecaster": "lstm", "config": TINY_LSTM, "history": "1d"}
+    models: dict[str, Any] = {
+        "forecaster": "lstm",
+        "config": TINY_LSTM,
+        "history": "1d",
+        "train_workers": train_workers,
+    }
     return Settings(data_dir=tmp_path / name, database={"url": db_url}, models=models)
 
 
-def test_a_model_trained_on_one_host_is_served_on_another(tmp_path: Path, pg_url: str) -> None:
-    trainer = build_context(host(tmp_path, "daemon-host", pg_url))
+@pytest.mark.parametrize("train_workers", [1, 2])
+def test_a_model_trained_on_one_host_is_served_on_another(
+    tmp_path: Path, pg_url: str, train_workers: int
+) -> None:
+    trainer = build_context(host(tmp_path, "daemon-host", pg_url, train_workers))
     try:
         outcomes = jobs.retrain(trainer)
     finally:

@@ -68,11 +68,20 @@ def fit_parallel(
         raise ModelError(f"training with {workers} processes failed: {cause}") from exc
     finally:
         torch.set_num_threads(threads)
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
+        _stop(context)
     return report
+
+
+def _stop(context: multiprocessing.ProcessContext) -> None:
+    """Stop every worker still running: SIGTERM, then SIGKILL for one that does not exit."""
+    for process in context.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in context.processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def free_port() -> int:

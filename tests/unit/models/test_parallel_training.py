@@ -110,6 +110,7 @@ def test_rank_0s_own_error_is_reported_and_the_workers_are_stopped() -> None:
         raise ValueError("progress could not be written")
 
     forecaster = GlobalLSTMForecaster(LSTMConfig(**TINY_LSTM))
+    before = set(mp.active_children())  # other tests' workers (e.g. span intake) may live on
     with pytest.raises(ModelError, match=r"failed: progress could not be written$"):
         parallel.fit_parallel(forecaster, histories(n=2), 2, on_epoch=broken)
-    assert mp.active_children() == []
+    assert set(mp.active_children()) <= before

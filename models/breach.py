@@ -134,6 +134,10 @@ class BreachConfig(BaseModel):
         holding one)."""
         return 1 + math.ceil(self.hold / step)
 
+    def combine_for(self, run: int) -> Combine:
+        """How per-step probabilities combine for runs of `run` steps (`combine` for one)."""
+        return self.combine if run == 1 else self.run_combine
+
     def trend_steps(self, step: int) -> int:
         """Steps of the seasonal check's trend window at this step."""
         return max(self.trend_window // step, self.trend_points)
@@ -289,8 +293,7 @@ def predict_breach(
         exceed = exceed[:, : config.horizon]
     n, h = exceed.shape
     run = config.run_steps(forecast.step)
-    how = config.combine if run == 1 else config.run_combine
-    own = combine_steps(exceed, how, run)
+    own = combine_steps(exceed, config.combine_for(run), run)
     probability = own
     seasonal = None
     window = history
@@ -426,7 +429,7 @@ def seasonal_probability(
         z = (_thresholds(threshold, n)[:, None] - path) / spread
     exceed = ndtr(-z) if direction == "above" else ndtr(z)
     exceed = np.where(np.isfinite(path), exceed, np.nan)
-    combined = combine_steps(exceed, config.combine if run == 1 else config.run_combine, run)
+    combined = combine_steps(exceed, config.combine_for(run), run)
     return np.asarray(np.where(enough, combined, np.nan), dtype=np.float64)
 
 

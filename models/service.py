@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -136,12 +136,14 @@ def forecast_cycle(
     max_catchup: int = 1440,
     series: sa.ColumnElement[bool] | None = None,
     windows: Callable[[int, int], tuple[list[int], np.ndarray]] | None = None,
+    held: HeldStates | None = None,
 ) -> CycleSummary:
     """Score every stored step of every series of `target` not scored yet (a missed cycle is
     caught up, at most `max_catchup` steps back), then forecast from the newest step. `series`
     (a condition on `SeriesRow`, e.g. a shard's keys) limits the cycle to the series it selects.
     `windows(end, length)`, if given, supplies the context windows `_windows` would read (the
-    same series, same values; e.g. a shard worker's buffer) instead of reading them here.
+    same series, same values; e.g. a shard worker's buffer) instead of reading them here;
+    `held`, the detector states a shard worker keeps (`HeldStates`).
 
     Scores, alarms and each series' detector state are written in the caller's transaction, so
     a rolled-back cycle leaves no trace and the retry scores the same steps again. Idempotent
@@ -173,6 +175,7 @@ def forecast_cycle(
         detector=detector,
         max_catchup=max_catchup,
         now=now,
+        held=held,
     )
     made = dict(
         fetch_tuples(
@@ -223,6 +226,45 @@ def forecast_cycle(
     )
 
 
+@dataclass
+class HeldStates:
+    """Detector states a shard worker keeps in memory between cycles: series id -> (the
+    settings' digest, the state after the newest step it scored). The database stays the
+    checkpoint: a held state is used only while the stored row still names the same settings
+    and the same newest step; otherwise (another worker scored the series, a cycle rolled back,
+    the settings changed, a restart) the stored state is read, as without it."""
+
+    states: dict[int, tuple[str, DetectorState]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.states.clear()
+
+
+def _stored_states(
+    db_session: Session, series_ids: Sequence[int], digest: str, held: HeldStates | None
+) -> tuple[dict[int, DetectorState], list[tuple[int, str, str]]]:
+    """The held states still current, and the stored rows (id, JSON, digest) of the others."""
+    current: dict[int, DetectorState] = {}
+    others = list(series_ids)
+    if held is not None:
+        marks = sa.select(
+            DetectorStateRow.series_id, DetectorStateRow.last_ts, DetectorStateRow.config
+        ).where(DetectorStateRow.series_id.in_(others))
+        others = []
+        for series_id, last_ts, config in fetch_tuples(db_session, marks):
+            entry = held.states.get(series_id)
+            if entry is not None and entry[0] == config == digest and entry[1].last_ts == last_ts:
+                current[series_id] = entry[1]
+            else:
+                others.append(series_id)
+        if not others:
+            return current, []
+    columns = (DetectorStateRow.series_id, DetectorStateRow.state, DetectorStateRow.config)
+    return current, fetch_tuples(
+        db_session, sa.select(*columns).where(DetectorStateRow.series_id.in_(others))
+    )
+
+
 def score_new_points(
     db_session: Session,
     *,
@@ -232,20 +274,19 @@ def score_new_points(
     detector: DetectorConfig,
     max_catchup: int,
     now: datetime,
+    held: HeldStates | None = None,
 ) -> tuple[int, int]:
     """Run the detector over every stored point of the series newer than its state, up to `end`,
     and store the scores, the alarms (with their evidence) and the new states. A state saved
-    under another detector configuration is started afresh. Returns (scored, alarms)."""
+    under another detector configuration is started afresh. Returns (scored, alarms).
+
+    `held`, a shard worker's states kept from its previous cycles, saves reading and parsing
+    each state's JSON (the stored row is still checked to be the one it wrote) and receives
+    the new states; the rows written are the same with or without it."""
     digest = config_digest(detector)
     model = f"detector-{digest}"
-    states: dict[int, DetectorState] = {}
+    states, stored = _stored_states(db_session, series_ids, digest, held)
     written: dict[int, int] = {}  #: a fresh state warms up on steps already scored, unwritten
-    stored = fetch_tuples(
-        db_session,
-        sa.select(
-            DetectorStateRow.series_id, DetectorStateRow.state, DetectorStateRow.config
-        ).where(DetectorStateRow.series_id.in_(list(series_ids))),
-    )
     for series_id, text, config in stored:
         try:
             state = DetectorState.from_json(text)
@@ -326,6 +367,8 @@ def score_new_points(
                     "evidence": out.evidence(i) if alarm else None,
                 }
             )
+        if held is not None:
+            held.states[series_id] = (digest, out.state)
         state_rows.append(
             {
                 "series_id": series_id,

@@ -3,13 +3,16 @@ each cycle, runs the one serving path (`models.service.forecast_cycle`: score th
 with the `Detector`, forecast, predict breaches) over their series, at most `batch_series`
 series per transaction so that its memory stays bounded whatever the fleet's size. It keeps its
 series' recent windows in memory (`WindowBuffer`, one per target): each cycle reads only the
-samples newer than the buffer's end, not every context window again.
+samples newer than the buffer's end, not every context window again, and its series'
+detector states (`HeldStates`): each cycle checks the stored row's newest step and settings
+instead of reading and parsing every state's JSON.
 
 Its checkpoint is the database: each series' detector state (its last scored step), newest
 forecast and breach streak are written in the transaction that writes its scores, so a worker
 killed anywhere either committed a batch whole or left no trace of it, and its successor
-scores exactly the steps after each series' last committed one. The buffer caches stored
-samples only: a restarted worker fills it from the database and writes the same rows."""
+scores exactly the steps after each series' last committed one. The buffer and the held
+states are caches of what is stored: a restarted worker reads them from the database and
+writes the same rows."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from core.database import session_scope
 from core.settings import TargetSettings
 from models import service as model_service
 from models.detector import DetectorConfig
-from models.service import CycleSummary, ServingModels
+from models.service import CycleSummary, HeldStates, ServingModels
 from prognos.engine.shards import SHARDS, batches, series_filter, shard_counts
 from prognos.engine.window import WindowBuffer
 
@@ -35,8 +38,11 @@ class ShardWorker:
     sessions: sessionmaker[Session]
     models: ServingModels  #: its one loaded copy of each step's model
     batch_series: int = 50_000
-    keep_windows: bool = True  #: False: every cycle reads its windows from the database
+    #: False: every cycle reads its windows and detector states from the database
+    keep_windows: bool = True
     buffers: dict[str, WindowBuffer] = field(default_factory=dict)  #: target -> its windows
+    held: HeldStates = field(default_factory=HeldStates)  #: its series' detector states
+    owned: tuple[int, ...] = ()  #: the shards of its last cycle
 
     def run(
         self,
@@ -50,6 +56,9 @@ class ShardWorker:
         """One cycle of `target` over the series of `shards`; batches are committed one by one
         and an error stops the cycle (the batches left are taken up by the next one)."""
         started = time.perf_counter()
+        if tuple(shards) != self.owned:  # states of shards it no longer owns: not kept
+            self.held.clear()
+            self.owned = tuple(shards)
         with session_scope(self.sessions) as session:
             counts = shard_counts(session, target=target.name)
         parts = []
@@ -79,6 +88,7 @@ class ShardWorker:
                         max_catchup=max_catchup,
                         series=series_filter(group),
                         windows=windows if self.keep_windows else None,
+                        held=self.held if self.keep_windows else None,
                     )
                 )
                 session.commit()

@@ -17,6 +17,7 @@ from core.clock import from_epoch
 from core.settings import TargetSettings
 from ingest.tables import SeriesRow
 from models import service as model_service
+from models.detector import DetectorState
 from models.service import CycleSummary
 from prognos.engine import LocalEngine
 from prognos.engine.shards import SHARDS, assign, batches, series_filter, shard_of
@@ -150,6 +151,57 @@ def test_a_worker_failing_mid_cycle_loses_and_doubles_nothing(
 
     replay(sessions, crash_then_restart)
     assert differences(stage_rows(sessions), expected, rel=FLOAT32_TOLERANCE) == []
+
+
+def test_held_detector_states_are_used_only_while_the_stored_row_is_theirs(
+    fresh: Callable[[str], sessionmaker[Session]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker keeps its series' detector states between cycles and skips reading them; once
+    another worker scored the series, or its own cycle rolled back, it reads the stored ones."""
+    reference = fresh("reference")
+    replay(reference, today(reference))
+    expected = stage_rows(reference)
+
+    sessions = fresh("held")
+    a, b = ShardWorker(sessions, serving()), ShardWorker(sessions, serving())
+    parsed: list[int] = []
+    parse = DetectorState.from_json
+
+    def counted(_: type[DetectorState], text: str) -> DetectorState:
+        parsed.append(1)
+        return parse(text)
+
+    monkeypatch.setattr(DetectorState, "from_json", classmethod(counted))
+    breaches = model_service.update_breaches
+    cycles = iter(["a", "a", "b", "a fails, then retries", "a", "a"])
+    parsed_per_cycle: list[int] = []
+
+    def alternate(target: TargetSettings, end: int) -> CycleSummary:
+        plan = next(cycles)
+        parsed.clear()
+        run = {"detector": DETECTOR, "now": from_epoch(end), "max_catchup": 1440}
+        if plan.startswith("a fails"):
+
+            def killed(*args: Any, **kwargs: Any) -> int:
+                raise RuntimeError("killed after scoring, before commit")
+
+            monkeypatch.setattr(model_service, "update_breaches", killed)
+            with pytest.raises(RuntimeError):
+                a.run(target, **run)  # type: ignore[arg-type]
+            monkeypatch.setattr(model_service, "update_breaches", breaches)
+        summary = (b if plan == "b" else a).run(target, **run)  # type: ignore[arg-type]
+        parsed_per_cycle.append(len(parsed))
+        return summary
+
+    replay(sessions, alternate)
+    assert differences(stage_rows(sessions), expected, rel=0.0) == []
+    # First cycle: no state stored. Then a's own states are held (none parsed); b has none
+    # and parses all 35; a then finds b's newer rows, and after its rolled-back attempt its
+    # held states are ahead of the stored ones: it parses them all, twice; then holds again.
+    assert parsed_per_cycle[:2] == [0, 0]
+    assert parsed_per_cycle[2] == 35
+    assert parsed_per_cycle[3] == 2 * 35
+    assert parsed_per_cycle[4] == 0
 
 
 def test_shards_split_the_series_once_each(engine: Any, sessions: sessionmaker[Session]) -> None:

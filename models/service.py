@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -478,10 +478,14 @@ def update_breaches(
         hold=int(limit.hold.total_seconds()),
     )
     ids = [int(r["series_id"]) for r in rows]
-    previous = {
-        b.series_id: b
-        for b in db_session.scalars(sa.select(BreachRow).where(BreachRow.series_id.in_(ids)))
-    }
+    stored = sa.select(
+        BreachRow.series_id,
+        BreachRow.made_at,
+        BreachRow.streak,
+        BreachRow.warning,
+        BreachRow.warning_since,
+    ).where(BreachRow.series_id.in_(ids))
+    previous = {int(row[0]): _Streak(*row[1:]) for row in fetch_tuples(db_session, stored)}
     kept = [previous[int(r["series_id"])] for r in rows if _breach_done(previous, r)]
     rows = [r for r in rows if not _breach_done(previous, r)]
     out = []
@@ -557,7 +561,17 @@ def update_breaches(
     return sum(1 for o in out if o["warning"]) + sum(1 for b in kept if b.warning)
 
 
-def _breach_done(previous: dict[int, BreachRow], row: dict[str, Any]) -> bool:
+class _Streak(NamedTuple):
+    """What the next cycle carries over from a series' stored breach state (plain columns:
+    no ORM object per series)."""
+
+    made_at: int
+    streak: int
+    warning: bool
+    warning_since: int | None
+
+
+def _breach_done(previous: dict[int, _Streak], row: dict[str, Any]) -> bool:
     """The series' stored breach state already comes from this forecast's step (or a later)."""
     before = previous.get(int(row["series_id"]))
     return before is not None and before.made_at >= int(row["made_at"])

@@ -7,16 +7,25 @@ with the same configuration; one output row per input row, in the input's order.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models.detector import Detector, DetectorConfig, DetectorOutput, unit_score
-from models.evaluation.nab import label_rows, load_windows, read_data_file, write_results
+from models.evaluation.nab import (
+    FloatArray,
+    label_rows,
+    load_windows,
+    read_data_file,
+    write_results,
+)
+
+EPOCH = np.datetime64("1970-01-01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,28 +76,31 @@ def row_scores(values: np.ndarray, novel: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _run_file(args: tuple[str, str, str, str, dict[str, Any]]) -> FileResult:
+def _score_file(
+    args: tuple[str, npt.NDArray[np.int64], FloatArray, dict[str, Any]],
+) -> tuple[str, FloatArray, float]:
+    """One file's scores: pure computation on the arrays it is given (no file read or
+    written), so that it runs in any process of any host."""
     import time
 
-    data_dir, relpath, out_dir, detector, config_dict = args
-    config = DetectorConfig.model_validate(config_dict)
+    relpath, ts, values, config_dict = args
     started = time.perf_counter()
-    timestamps, values = read_data_file(Path(data_dir) / relpath)
-    ts = (timestamps - np.datetime64("1970-01-01")) // np.timedelta64(1, "s")
-    scores = detect(np.asarray(ts, dtype=np.int64), values, config)
-    windows = _WINDOWS.get(relpath, []) if _WINDOWS else []
-    path = write_results(
-        out_dir, detector, relpath, timestamps, values, scores, label_rows(timestamps, windows)
-    )
-    return FileResult(relpath, len(values), time.perf_counter() - started, path)
+    scores = detect(ts, values, DetectorConfig.model_validate(config_dict))
+    return relpath, scores, time.perf_counter() - started
 
 
-_WINDOWS: dict[str, Any] = {}
+#: Maps a function over jobs in worker processes, yielding the results in the jobs' order:
+#: `(function, jobs, processes) -> results`, `processes` None for every CPU there is. The
+#: default is a local process pool; `engine: ray` passes one that runs each job as a Ray task
+#: on any node of the cluster (prognos/engine/ray_tasks.py).
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any], int | None], Iterable[Any]]
 
 
-def _init_worker(windows: dict[str, Any]) -> None:
-    _WINDOWS.clear()
-    _WINDOWS.update(windows)
+def local_mapper(
+    function: Callable[[Any], Any], jobs: Sequence[Any], processes: int | None
+) -> Iterator[Any]:
+    with ProcessPoolExecutor(max_workers=processes or os.cpu_count() or 1) as pool:
+        yield from pool.map(function, jobs)
 
 
 def run_nab_backtest(
@@ -100,8 +112,11 @@ def run_nab_backtest(
     folders: Sequence[str] | None = None,
     workers: int | None = None,
     on_file: Callable[[FileResult], None] | None = None,
+    mapper: Mapper = local_mapper,
 ) -> list[FileResult]:
-    """Run the detector over every `<root>/data/<folder>/<file>.csv`; write NAB results files."""
+    """Run the detector over every `<root>/data/<folder>/<file>.csv`; write NAB results files.
+    This process reads the files and writes the results; the scoring runs in `workers`
+    processes (default: every CPU there is) through `mapper`."""
     config = config or DetectorConfig()
     data_dir = root / "data"
     relpaths = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv"))
@@ -109,15 +124,26 @@ def run_nab_backtest(
         relpaths = [r for r in relpaths if r.split("/", 1)[0] in set(folders)]
     labels = root / "labels"
     windows = load_windows(labels) if labels.exists() else {}
+    files = {r: read_data_file(data_dir / r) for r in relpaths}
+    config_dict = config.model_dump(mode="json")
     jobs = [
-        (str(data_dir), r, str(out_dir), detector, config.model_dump(mode="json")) for r in relpaths
+        (r, np.asarray((t - EPOCH) // np.timedelta64(1, "s"), dtype=np.int64), v, config_dict)
+        for r, (t, v) in files.items()
     ]
     results: list[FileResult] = []
-    with ProcessPoolExecutor(
-        max_workers=workers or os.cpu_count() or 1, initializer=_init_worker, initargs=(windows,)
-    ) as pool:
-        for result in pool.map(_run_file, jobs):
-            results.append(result)
-            if on_file is not None:
-                on_file(result)
+    for relpath, scores, seconds in mapper(_score_file, jobs, workers):
+        timestamps, values = files[relpath]
+        path = write_results(
+            out_dir,
+            detector,
+            relpath,
+            timestamps,
+            values,
+            scores,
+            label_rows(timestamps, windows.get(relpath, [])),
+        )
+        result = FileResult(relpath, len(values), seconds, path)
+        results.append(result)
+        if on_file is not None:
+            on_file(result)
     return results

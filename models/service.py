@@ -31,7 +31,7 @@ from models.detector import Detector, DetectorConfig, DetectorState, config_dige
 from models.domain import ContextBatch, History, QuantileForecast
 from models.errors import AnomalyNotFoundError, ModelArtifactError, ModelError, ModelInputError
 from models.forecasters.base import EpochCallback, Forecaster
-from models.forecasters.parallel import fit_parallel
+from models.forecasters.parallel import Launcher, fit_parallel
 from models.forecasters.registry import build
 from models.tables import (
     AnomalyFeedbackRow,
@@ -847,11 +847,13 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     detector: DetectorConfig | None = None,
     workers: int = 1,
+    launcher: Launcher | None = None,
 ) -> TrainingOutcome:
     """Fit a new version, compare it with the active one on the held-out tail, keep its
     artifact in `store`, register it, and promote it only if its held-out loss is lower (or
     nothing is active yet). `workers` > 1 trains the LSTM data-parallel in that many processes
-    (models.forecasters.parallel); this process is rank 0 and does all the rest."""
+    (models.forecasters.parallel), the others started by `launcher` (spawn on this host by
+    default); this process is rank 0 and does all the rest."""
     if not histories:
         raise ModelError("no history to train on: run `prognos backfill` or let ingest run first")
     started = time.perf_counter()
@@ -861,7 +863,7 @@ def train_model(
         History(h.key, h.step, h.start, h.values[:c]) for h, c in zip(histories, cut, strict=True)
     ]
     forecaster = build(forecaster_name, forecaster_config)
-    report = fit_parallel(forecaster, train, workers, on_epoch=on_epoch)
+    report = fit_parallel(forecaster, train, workers, on_epoch=on_epoch, launcher=launcher)
     # Score both on the held-out tail, each with the context just before it.
     tail = [
         History(

@@ -25,7 +25,7 @@ from models.registry import ArtifactStore
 from models.service import CycleSummary, TrainingOutcome
 from models.tables import AnomalyFeedbackRow, AnomalyScoreRow
 from prognos.context import ServiceContext
-from prognos.engine import build_engine
+from prognos.engine import build_engine, training_launcher
 from prognos.export import export_predictions
 from rca import flows as rca_flows
 from rca.alertmanager import flows as alertmanager_flows
@@ -337,6 +337,7 @@ def retrain(
                 on_epoch=on_epoch,
                 detector=detector_config(settings.models.detector),
                 workers=settings.models.train_workers,
+                launcher=training_launcher(settings),
             )
             session.commit()
         log.info(

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from core.settings import TargetSettings
+from core.settings import Settings, TargetSettings
 from models.detector import DetectorConfig
+from models.forecasters.parallel import Launcher
 from models.service import CycleSummary
 from prognos.engine.worker import ShardWorker
 
@@ -61,11 +62,27 @@ def build_engine(context: ServiceContext) -> CycleEngine:
     """The engine the settings name; `ray` is imported only then (the `ray` extra)."""
     settings = context.settings
     if settings.engine == "ray":
-        if settings.ray.address == "local":
-            for name, value in LOOPBACK_RAY_ENV.items():
-                os.environ.setdefault(name, value)
+        _prepare_ray(settings)
         from prognos.engine.ray_engine import RayEngine
 
         return RayEngine.start(settings=settings, sessions=context.sessions, models=context.models)
     worker = ShardWorker(context.sessions, context.models, settings.shards.batch_series)
     return LocalEngine(worker)
+
+
+def training_launcher(settings: Settings) -> Launcher | None:
+    """Who starts ranks 1..N-1 of `models.train_workers` > 1: Ray actors on `engine: ray`
+    (prognos.engine.ray_train, Ray imported only then), else None: spawn on this host."""
+    if settings.engine != "ray" or settings.models.train_workers <= 1:
+        return None
+    _prepare_ray(settings)
+    from prognos.engine.ray_train import RayLauncher
+
+    return RayLauncher(settings.ray)
+
+
+def _prepare_ray(settings: Settings) -> None:
+    """Before Ray is first imported: a cluster this process starts stays on loopback."""
+    if settings.ray.address == "local":
+        for name, value in LOOPBACK_RAY_ENV.items():
+            os.environ.setdefault(name, value)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import SystemClock
 from core.database import create_engine, session_factory, session_scope
 from core.errors import ConfigError
-from core.settings import Settings, TargetSettings
+from core.settings import RaySettings, Settings, TargetSettings
 from models.detector import DetectorConfig
 from models.service import CycleSummary, ServingModels
 from prognos.engine.shards import assign
@@ -89,14 +89,7 @@ class RayEngine:
             raise ConfigError(
                 "engine: ray needs PostgreSQL (database.url): every worker writes to it"
             )
-        started = False
-        if not ray.is_initialized():
-            ray.init(
-                address=settings.ray.address,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-            )
-            started = True
+        started = join_cluster(settings.ray)
         workers = settings.ray.workers
         write_assignment(sessions, assign(workers), now=SystemClock().now())
         remote = ray.remote(ShardActor).options(
@@ -168,6 +161,15 @@ class RayEngine:
         self.actors = []
         if self.started_ray:
             ray.shutdown()
+
+
+def join_cluster(settings: RaySettings) -> bool:
+    """Join (or start) the Ray cluster `ray.address` names, unless this process already has
+    (one `ray.init` per process: the engine and training share it). True if it joined here."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=settings.address, include_dashboard=False, logging_level=logging.WARNING)
+    return True
 
 
 def write_assignment(

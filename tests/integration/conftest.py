@@ -11,6 +11,7 @@ Timeline (UTC epoch seconds, 60 s steps, every sample on the step grid):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -228,3 +229,20 @@ def assert_no_duplicates_or_holes(samples: list[Point], start: int, end: int) ->
         f"duplicates={len(timestamps) - len(set(timestamps))}, "
         f"missing={sorted(set(range(start, end + STEP, STEP)) - set(timestamps))[:10]}"
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray cluster of 2 CPUs on loopback, for the whole session (one `ray.init` per
+    process: every test file of marker `ray` shares it)."""
+    from prognos.engine import LOOPBACK_RAY_ENV
+
+    for name, value in LOOPBACK_RAY_ENV.items():
+        os.environ[name] = value
+    try:
+        import ray
+    except ImportError:
+        need_server(ServerMissing("ray is not installed (the `ray` extra)"))
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

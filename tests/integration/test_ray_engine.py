@@ -19,8 +19,6 @@ from core.clock import from_epoch
 from core.database import create_engine, migrate, session_factory
 from core.settings import Settings, TargetSettings
 from models.service import CycleSummary
-from prognos.engine import LOOPBACK_RAY_ENV
-from tests.conftest import need_server
 from tests.support.fleet import (
     DETECTOR,
     FLOAT32_TOLERANCE,
@@ -31,23 +29,9 @@ from tests.support.fleet import (
     stage_rows,
     today,
 )
-from tests.support.servers import PostgresServer, ServerMissing
+from tests.support.servers import PostgresServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """A local Ray cluster of 2 CPUs on loopback, for the whole session."""
-    for name, value in LOOPBACK_RAY_ENV.items():
-        os.environ[name] = value
-    try:
-        import ray
-    except ImportError:
-        need_server(ServerMissing("ray is not installed (the `ray` extra)"))
-    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture

@@ -295,7 +295,17 @@ def backtest_nab(
     folder: Annotated[
         list[str] | None, typer.Option(help="only this data folder (repeatable)")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="files scored at once (default: every CPU, the cluster's with ray)"),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="local: a process pool here; ray: one Ray task per file on the cluster of "
+            "`ray.address` (default: the config's `engine`)"
+        ),
+    ] = None,
 ) -> None:
     """Run the service's anomaly detector (its configured defaults, `models.detector`) over every
     CSV under DATA/data, each file a fresh deployment."""
@@ -303,8 +313,14 @@ def backtest_nab(
 
     from models.detector import detector_config
     from models.evaluation.backtest import run_nab_backtest
+    from prognos.engine import batch_mapper
 
     configure_logging(state.log_level or "WARNING")
+    settings = _settings()
+    engine = engine or settings.engine
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine {engine!r}: expected local or ray")
+    mapper = batch_mapper(engine, settings.ray)
     if not (data / "data").is_dir():
         raise ConfigError(f"{data} has no data/ folder (expected NAB's layout: data/, labels/)")
     files = sorted((data / "data").glob("*/*.csv"))
@@ -322,10 +338,11 @@ def backtest_nab(
         results = run_nab_backtest(
             data,
             out,
-            config=detector_config(_settings().models.detector),
+            config=detector_config(settings.models.detector),
             detector=detector,
             folders=folder,
             workers=workers,
+            mapper=mapper,
             on_file=lambda r: progress.update(task, advance=1, description=r.relpath),
         )
     console.print(

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from core.settings import Settings, TargetSettings
+from core.errors import ConfigError
+from core.settings import RaySettings, Settings, TargetSettings
 from models.detector import DetectorConfig
+from models.evaluation.backtest import Mapper, local_mapper
 from models.forecasters.parallel import Launcher
 from models.service import CycleSummary
 from prognos.engine.worker import ShardWorker
@@ -62,7 +64,7 @@ def build_engine(context: ServiceContext) -> CycleEngine:
     """The engine the settings name; `ray` is imported only then (the `ray` extra)."""
     settings = context.settings
     if settings.engine == "ray":
-        _prepare_ray(settings)
+        _prepare_ray(settings.ray)
         from prognos.engine.ray_engine import RayEngine
 
         return RayEngine.start(settings=settings, sessions=context.sessions, models=context.models)
@@ -75,14 +77,30 @@ def training_launcher(settings: Settings) -> Launcher | None:
     (prognos.engine.ray_train, Ray imported only then), else None: spawn on this host."""
     if settings.engine != "ray" or settings.models.train_workers <= 1:
         return None
-    _prepare_ray(settings)
+    _prepare_ray(settings.ray)
     from prognos.engine.ray_train import RayLauncher
 
     return RayLauncher(settings.ray)
 
 
-def _prepare_ray(settings: Settings) -> None:
+def batch_mapper(engine: str, ray: RaySettings) -> Mapper:
+    """How bulk work (the NAB backtest's files) is spread: a local process pool, or on
+    `engine: ray` one Ray task per job on the cluster (prognos.engine.ray_tasks, Ray imported
+    only then)."""
+    if engine != "ray":
+        return local_mapper
+    _prepare_ray(ray)
+    try:
+        from prognos.engine.ray_tasks import ray_mapper
+    except ImportError as exc:
+        raise ConfigError(
+            "engine ray needs the `ray` extra: scripts/setup.sh ray (docs/scale.md)"
+        ) from exc
+    return ray_mapper(ray)
+
+
+def _prepare_ray(ray: RaySettings) -> None:
     """Before Ray is first imported: a cluster this process starts stays on loopback."""
-    if settings.ray.address == "local":
+    if ray.address == "local":
         for name, value in LOOPBACK_RAY_ENV.items():
             os.environ.setdefault(name, value)

@@ -274,8 +274,9 @@ class ModelSettings(_Section):
     train_workers: int = Field(
         default=1,
         ge=1,
-        description="processes that train the LSTM together (data-parallel, on this host); "
-        "1 trains in the calling process",
+        description="processes that train the LSTM together (data-parallel): on this host, "
+        "or with `engine: ray` ranks 1..N-1 as Ray actors on the cluster; 1 trains in the "
+        "calling process",
     )
     detector: dict[str, Any] = Field(
         default_factory=dict,

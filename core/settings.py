@@ -522,6 +522,11 @@ class RaySettings(_Section):
     max_restarts: int = Field(
         default=3, ge=0, description="times Ray restarts a failed worker (its task is retried)"
     )
+    spread: bool = Field(
+        default=False,
+        description="place the workers with Ray's SPREAD strategy, across the cluster's nodes "
+        "(false: Ray's default placement, which favours the daemon's own node)",
+    )
 
 
 class Settings(BaseSettings):

@@ -6,8 +6,11 @@ each cycle sends every worker its shards and the cycle's parameters; each actor 
 registry's artifact, which every worker loads the way the leader does). Ray restarts a worker
 that dies (`ray.max_restarts`) and retries its cycle on the restarted one: a batch the dead one
 had not committed left no row, and one it had committed is a no-op the second time (each step
-is idempotent per series), so nothing is lost or doubled. A worker that stays dead is replaced
-at the next cycle; until then its shards wait, and the catch-up of the next cycle scores them.
+is idempotent per series), so nothing is lost or doubled. A worker whose call fails anyway is
+killed for good and replaced, and its shards re-run in the same cycle: one out of restarts, or
+one whose node died (Ray spends the call's retries on the dead node before it has noticed the
+node is gone, and raises `ActorUnavailableError`, a `RayActorError`). `ray.spread` places the
+workers across the nodes.
 
 Needs the `ray` extra and PostgreSQL (every worker writes to the one database)."""
 
@@ -67,6 +70,10 @@ class ShardActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The id of the Ray node this worker runs on."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def memory(self, reset: bool = False) -> dict[str, int]:
         return process_memory(reset=reset)
 
@@ -96,6 +103,7 @@ class RayEngine:
             num_cpus=settings.ray.cpus_per_worker,
             max_restarts=settings.ray.max_restarts,
             max_task_retries=settings.ray.max_restarts,
+            scheduling_strategy="SPREAD" if settings.ray.spread else None,
         )
         arguments = (
             settings.database_url,
@@ -127,21 +135,30 @@ class RayEngine:
         def send(actor: Any, index: int) -> Any:
             return actor.run.remote(target, owned.get(index, []), detector, now, max_catchup)
 
-        calls = [send(actor, index) for index, actor in enumerate(self.actors)]
-        parts = []
-        for index, call in enumerate(calls):
-            try:
-                parts.append(ray.get(call))
-            except RayActorError:
-                # Out of restarts: a fresh worker takes its shards, in this cycle already.
-                log.error("shard worker %d is dead; a new one takes its shards", index)
-                self.actors[index] = self.make_actor(index)
+        parts: list[CycleSummary] = []
+
+        def gather(calls: dict[int, Any]) -> list[int]:
+            """Collect the workers' summaries; the workers lost, in order."""
+            lost: list[int] = []
+            for index, call in calls.items():
                 try:
-                    parts.append(ray.get(send(self.actors[index], index)))
-                except (RayActorError, RayTaskError) as exc:
+                    parts.append(ray.get(call))
+                except RayActorError as exc:
+                    log.error("shard worker %d is lost (%s)", index, type(exc).__name__)
+                    lost.append(index)
+                except RayTaskError as exc:
                     log.error("shard worker %d failed the cycle of %s: %s", index, target.name, exc)
-            except RayTaskError as exc:
-                log.error("shard worker %d failed the cycle of %s: %s", index, target.name, exc)
+            return lost
+
+        lost = gather({index: send(actor, index) for index, actor in enumerate(self.actors)})
+        # Out of restarts, or unreachable (their node died: ActorUnavailableError). Killed for
+        # good now, not when their last handle is gone, so that Ray cannot restart one beside
+        # its replacement; fresh workers take their shards, all at once, in this cycle already.
+        for index in lost:
+            log.info("shard worker %d is replaced; the new one takes its shards", index)
+            ray.kill(self.actors[index], no_restart=True)
+            self.actors[index] = self.make_actor(index)
+        gather({index: send(self.actors[index], index) for index in lost})
         with session_scope(self.sessions) as session:
             self.models.for_step(session, target.step_seconds)
         if not parts:
@@ -154,6 +171,10 @@ class RayEngine:
 
     def pids(self) -> list[int]:
         return list(ray.get([a.pid.remote() for a in self.actors]))
+
+    def nodes(self) -> list[str]:
+        """The Ray node of each worker."""
+        return list(ray.get([a.node.remote() for a in self.actors]))
 
     def close(self) -> None:
         for actor in self.actors:

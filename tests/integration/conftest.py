@@ -7,12 +7,16 @@ Prometheus start their own server from the same data.
 Timeline (UTC epoch seconds, 60 s steps, every sample on the step grid):
 
     DAY0 = 2025-01-13T00:00Z ........ HIST_END = 2025-01-15T09:00Z ... NOW = 2025-01-15T12:00Z
+
+Also the Ray clusters of the `engine: ray` tests (marker `ray`), one per test module: a process
+joins one Ray cluster at a time, so each is shut down when its module is done, whichever runs
+first, and the other module starts its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,12 +28,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import from_epoch
+from core.database import create_engine, migrate, session_factory
 from core.settings import PrometheusSettings, TargetSettings
 from ingest.prometheus import PrometheusSource
 from ingest.service import read_samples
 from ingest.tables import SeriesRow
 from tests.conftest import need_server
-from tests.support.servers import MetricSeries, PrometheusServer, ServerMissing, start_prometheus
+from tests.support.servers import (
+    MetricSeries,
+    PostgresServer,
+    PrometheusServer,
+    ServerMissing,
+    start_prometheus,
+)
 
 STEP = 60
 DAY = 86_400
@@ -231,10 +242,9 @@ def assert_no_duplicates_or_holes(samples: list[Point], start: int, end: int) ->
     )
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """A local Ray cluster of 2 CPUs on loopback, for the whole session (one `ray.init` per
-    process: every test file of marker `ray` shares it)."""
+def import_ray() -> Any:
+    """Ray, imported with the loopback environment (no usage statistics, loopback only), and
+    no cluster joined yet: one a module before this one left is shut down."""
     from prognos.engine import LOOPBACK_RAY_ENV
 
     for name, value in LOOPBACK_RAY_ENV.items():
@@ -243,6 +253,60 @@ def ray_cluster() -> Iterator[Any]:
         import ray
     except ImportError:
         need_server(ServerMissing("ray is not installed (the `ray` extra)"))
+    if ray.is_initialized():
+        ray.shutdown()
+    return ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A local single-node Ray cluster of 2 CPUs on loopback, for the test module."""
+    ray = import_ray()
     ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="ERROR")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_nodes() -> Iterator[Any]:
+    """A multi-node Ray cluster on this machine, for the test module: a head node of 2 CPUs
+    (this process joins it; a test adds and removes other nodes, each its own raylet)."""
+    ray = import_ray()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+    )
+    try:
+        head = cluster.head_node
+        assert head is not None and head.node_ip_address == "127.0.0.1"  # Ray after its env
+        ray.init(address=cluster.address, logging_level="ERROR")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # removes its nodes only
+
+
+@pytest.fixture
+def databases(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> Iterator[Callable[[str], tuple[str, sessionmaker[Session]]]]:
+    """Fresh migrated PostgreSQL databases, each with the same active (untrained) LSTM."""
+    from tests.support.fleet import activate_untrained_lstm
+
+    made: list[tuple[str, Any]] = []
+
+    def make(name: str) -> tuple[str, sessionmaker[Session]]:
+        db = f"ray_{name}_{os.getpid()}_{len(made)}"
+        url = postgres_server.create_database(db)
+        engine = create_engine(url)
+        migrate(engine)
+        made.append((db, engine))
+        sessions = session_factory(engine)
+        activate_untrained_lstm(sessions, tmp_path / f"model-{db}")
+        return url, sessions
+
+    yield make
+    for db, engine in made:
+        engine.dispose()
+        postgres_server.drop_database(db)

@@ -1,82 +1,33 @@
 """`engine: ray` on a local Ray cluster (loopback only, no usage statistics) and a real
 PostgreSQL: the same replayed fleet gives the rows of the stage as it always ran, with one and
 three workers; a worker killed mid-cycle is restarted by Ray and the cycle loses and doubles no
-step. Bounded: one cluster per session (about 15 s to start on 2 cores), small fleets."""
+step. Bounded: one cluster for the module (about 15 s to start on 2 cores), small fleets."""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import from_epoch
-from core.database import create_engine, migrate, session_factory
 from core.settings import Settings, TargetSettings
 from models.service import CycleSummary
 from tests.support.fleet import (
-    DETECTOR,
     FLOAT32_TOLERANCE,
-    activate_untrained_lstm,
     differences,
+    on,
+    ray_engine,
     replay,
-    serving,
     stage_rows,
     today,
 )
-from tests.support.servers import PostgresServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def databases(
-    postgres_server: PostgresServer, tmp_path: Path
-) -> Iterator[Callable[[str], tuple[str, sessionmaker[Session]]]]:
-    """Fresh migrated PostgreSQL databases, each with the same active (untrained) LSTM."""
-    made: list[tuple[str, Any]] = []
-
-    def make(name: str) -> tuple[str, sessionmaker[Session]]:
-        db = f"ray_{name}_{os.getpid()}_{len(made)}"
-        url = postgres_server.create_database(db)
-        engine = create_engine(url)
-        migrate(engine)
-        made.append((db, engine))
-        sessions = session_factory(engine)
-        activate_untrained_lstm(sessions, tmp_path / f"model-{db}")
-        return url, sessions
-
-    yield make
-    for db, engine in made:
-        engine.dispose()
-        postgres_server.drop_database(db)
-
-
-def ray_engine(url: str, sessions: sessionmaker[Session], workers: int) -> Any:
-    from prognos.engine.ray_engine import RayEngine
-
-    settings = Settings(
-        database={"url": url},
-        engine="ray",
-        ray={"workers": workers, "cpus_per_worker": 0.5},
-        shards={"batch_series": 25},
-    )
-    return RayEngine.start(settings=settings, sessions=sessions, models=serving())
-
-
-def on(engine: Any) -> Callable[[TargetSettings, int], CycleSummary]:
-    def run(target: TargetSettings, end: int) -> CycleSummary:
-        summary: CycleSummary = engine.forecast(
-            target, detector=DETECTOR, now=from_epoch(end), max_catchup=1440
-        )
-        return summary
-
-    return run
 
 
 def test_ray_workers_write_the_rows_of_the_local_engine(
@@ -117,9 +68,12 @@ def test_a_worker_killed_mid_cycle_loses_and_doubles_nothing(
         if delay is None:
             return run(target, end)
         victim = engine.pids()[1]
-        timer = threading.Timer(
-            delay, lambda: (os.kill(victim, signal.SIGKILL), kills.append(victim))
-        )
+
+        def kill() -> None:
+            os.kill(victim, signal.SIGKILL)
+            kills.append(victim)
+
+        timer = threading.Timer(delay, kill)
         timer.start()
         try:
             return run(target, end)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import from_epoch
-from core.settings import TargetSettings
+from core.settings import Settings, TargetSettings
 from models import service as model_service
 from models.detector import DetectorConfig
 from models.service import CycleSummary, ServingModels
@@ -73,6 +73,32 @@ def today(sessions: sessionmaker[Session]) -> RunCycle:
                 session, target=target, models=models, detector=DETECTOR, now=from_epoch(end)
             )
             session.commit()
+        return summary
+
+    return run
+
+
+def ray_engine(url: str, sessions: sessionmaker[Session], workers: int, **ray: Any) -> Any:
+    """A `RayEngine` of `workers` half-CPU actors on the database at `url` (Ray joined);
+    `ray` adds settings of the `ray` section."""
+    from prognos.engine.ray_engine import RayEngine
+
+    settings = Settings(
+        database={"url": url},
+        engine="ray",
+        ray={"workers": workers, "cpus_per_worker": 0.5, **ray},
+        shards={"batch_series": 25},
+    )
+    return RayEngine.start(settings=settings, sessions=sessions, models=serving())
+
+
+def on(engine: Any) -> RunCycle:
+    """Cycles run by an engine (`engine.forecast`), as `replay` runs them."""
+
+    def run(target: TargetSettings, end: int) -> CycleSummary:
+        summary: CycleSummary = engine.forecast(
+            target, detector=DETECTOR, now=from_epoch(end), max_catchup=1440
+        )
         return summary
 
     return run

@@ -11,7 +11,6 @@ Revises: 0013
 Create Date: 2026-11-30
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
@@ -28,9 +27,7 @@ def _rebuild_sqlite(foreign_key: str) -> None:
         f"value FLOAT NOT NULL, CONSTRAINT pk_samples PRIMARY KEY (series_id, ts){foreign_key}) "
         "WITHOUT ROWID"
     )
-    op.execute(
-        "INSERT INTO samples_rebuilt (series_id, ts, value) SELECT series_id, ts, value FROM samples"
-    )
+    op.execute("INSERT INTO samples_rebuilt SELECT series_id, ts, value FROM samples")
     op.execute("DROP TABLE samples")
     op.execute("ALTER TABLE samples_rebuilt RENAME TO samples")
 

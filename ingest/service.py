@@ -33,6 +33,7 @@ from ingest.domain import (
     Window,
     query_digest,
 )
+from ingest.errors import IngestError
 from ingest.tables import IngestRunRow, IngestRunTotalRow, SampleRow, SeriesRow, WatermarkRow
 
 log = logging.getLogger(__name__)
@@ -293,35 +294,58 @@ def _unique_violation() -> type[Exception]:
 def _series_ids(
     db_session: Session, target: TargetSettings, series: Sequence[SeriesData], seen_at: datetime
 ) -> tuple[dict[str, int], int]:
+    """Each series' id (created if new) with its `last_seen` moved to `seen_at`, and how many
+    were created. `samples` has no foreign key (migration 0014), so this is what keeps every
+    sample attached to a stored series: a series the idle-series prune deleted after its id was
+    read here (another process, e.g. `prognos ingest --once` beside the daemon) is found by its
+    row not being updated, and created again, so its samples go to the new row."""
     digests = [s.key.digest for s in series]
+    wanted = set(digests)
     existing = _ids_for(db_session, digests)
-    missing = [s for s in series if s.key.digest not in existing]
-    if missing:
-        # ON CONFLICT keeps a second process that found the same new series harmless.
-        insert = dialect_insert(db_session, SeriesRow.__table__)
-        db_session.execute(
-            insert.on_conflict_do_nothing(index_elements=["key"]),
-            [
-                {
-                    "target": target.name,
-                    "key": s.key.digest,
-                    "labels": s.key.label_dict,
-                    "service": s.key.service(target.service_label),
-                    "first_seen": seen_at,
-                    "last_seen": seen_at,
-                }
-                for s in missing
-            ],
-        )
-        existing.update(_ids_for(db_session, [s.key.digest for s in missing]))
-    seen = [existing[d] for d in digests]
-    for start in range(0, len(seen), 1000):
-        db_session.execute(
+    created = 0
+    for _ in range(3):
+        missing = [s for s in series if s.key.digest not in existing]
+        if missing:
+            # ON CONFLICT keeps a second process that found the same new series harmless.
+            insert = dialect_insert(db_session, SeriesRow.__table__)
+            db_session.execute(
+                insert.on_conflict_do_nothing(index_elements=["key"]),
+                [
+                    {
+                        "target": target.name,
+                        "key": s.key.digest,
+                        "labels": s.key.label_dict,
+                        "service": s.key.service(target.service_label),
+                        "first_seen": seen_at,
+                        "last_seen": seen_at,
+                    }
+                    for s in missing
+                ],
+            )
+            existing.update(_ids_for(db_session, [s.key.digest for s in missing]))
+            created += len(missing)
+        # The update waits for a concurrent delete of one of these rows and then skips it: a
+        # row count short of the ids means some went since they were read; read them again.
+        if _touch(db_session, sorted({existing[d] for d in wanted}), seen_at) == len(wanted):
+            return existing, created
+        existing = _ids_for(db_session, digests)
+    raise IngestError(
+        f"target {target.name}: series kept being deleted while this run stored them; "
+        "the next cycle stores the same window again"
+    )
+
+
+def _touch(db_session: Session, ids: Sequence[int], seen_at: datetime) -> int:
+    """Set `last_seen` of the series `ids`; how many rows there were to update."""
+    updated = 0
+    for start in range(0, len(ids), 1000):
+        result = db_session.execute(
             sa.update(SeriesRow)
-            .where(SeriesRow.id.in_(seen[start : start + 1000]))
+            .where(SeriesRow.id.in_(ids[start : start + 1000]))
             .values(last_seen=seen_at)
         )
-    return existing, len(missing)
+        updated += int(getattr(result, "rowcount", 0) or 0)
+    return updated
 
 
 def _ids_for(db_session: Session, digests: Sequence[str]) -> dict[str, int]:
@@ -505,10 +529,18 @@ def prune_series(
     one-row-per-series children (forecast, breach, detector state) go with them by ON DELETE
     CASCADE: a series gone that long has nothing current in them. Returns how many went."""
     has_samples = sa.exists().where(SampleRow.series_id == SeriesRow.id)
+    idle = (SeriesRow.last_seen < before, ~has_samples)
     doomed = (
         sa.select(SeriesRow.id)
-        .where(SeriesRow.last_seen < before, ~has_samples, *unreferenced(SeriesRow.id, keep))
+        .where(*idle, *unreferenced(SeriesRow.id, keep))
         .order_by(SeriesRow.id)
         .limit(limit)
     )
-    return delete_selected(db_session, SeriesRow.id, doomed)
+    ids = list(db_session.scalars(doomed))
+    if not ids:
+        return 0
+    # The delete checks again that each is idle: an ingest run that saw one of them meanwhile
+    # has moved its last_seen (PostgreSQL re-checks a row a concurrent update changed), and a
+    # series with samples again is never deleted, its samples are not orphaned.
+    result = db_session.execute(sa.delete(SeriesRow).where(SeriesRow.id.in_(ids), *idle))
+    return int(getattr(result, "rowcount", 0) or 0)

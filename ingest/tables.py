@@ -31,9 +31,10 @@ class SampleRow(Base):
     # On SQLite the primary key is the storage order: ~10% faster inserts, ~40% less disk.
     __table_args__ = {"sqlite_with_rowid": False}
 
-    # No foreign key to series: a batch's series are written before its samples in the same
-    # transaction and series are never deleted, and PostgreSQL's per-row check of a key made
-    # the binary COPY of samples 5x slower (migration 0014).
+    # No foreign key to series: PostgreSQL's per-row check of it made the binary COPY of
+    # samples 5x slower (migration 0014). ingest.service keeps every sample's series: a run
+    # writes its series first (re-creating one deleted meanwhile), and the idle-series prune
+    # deletes only a series with no sample, checked again in its DELETE.
     series_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     ts: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     value: Mapped[float] = mapped_column(sa.Float(precision=53))

@@ -6,7 +6,8 @@ store (on PostgreSQL the database store, which every host loads). Each actor res
 `ray.cpus_per_worker` CPUs, runs the rank function of the spawn path (`run_rank`) with that many
 PyTorch threads (or the config's `num_threads`), and meets rank 0 at its node's IP on a free
 port (gloo). The actors are killed when the fit ends, whether it succeeded or not, and all of
-them as soon as one fails. The cluster is the one this process joined already (the engine's),
+them as soon as one fails; ranks Ray cannot place within `PLACEMENT_WAIT` fail the fit with
+what the cluster lacks. The cluster is the one this process joined already (the engine's),
 or else the one `ray.address` names."""
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from core.settings import RaySettings
+from models.errors import ModelError
 from models.forecasters.parallel import RankFailed, RankJob, run_rank
 from prognos.engine.ray_engine import join_cluster
 
 #: How long rank 0, its own collective broken, waits for the failed rank's error.
 FAILURE_WAIT = timedelta(seconds=10)
+#: How long the ranks may wait for Ray to place them (free CPUs, or a node an autoscaler adds)
+#: before the fit fails saying so, instead of waiting out the rendezvous timeout.
+PLACEMENT_WAIT = timedelta(seconds=60)
 
 
 class TrainingRank:
@@ -43,6 +48,7 @@ class RayLauncher:
     """Starts ranks 1..N-1 as Ray actors; joins the cluster on first use if not joined yet."""
 
     settings: RaySettings  #: the cluster to join if not joined yet; each rank's CPUs
+    placement_wait: timedelta = PLACEMENT_WAIT
 
     def host(self) -> str:
         join_cluster(self.settings)
@@ -55,15 +61,35 @@ class RayLauncher:
         shared = ray.put(job)  # the histories once in the object store, not once per rank
         ranks = RayRanks(job.timeout)
         try:
-            for rank in range(1, job.workers):
-                actor: Any = remote.remote()
-                ranks.actors.append(actor)
-                ranks.calls.append(actor.run.remote(shared, rank, threads))
+            ranks.actors = [remote.remote() for _ in range(1, job.workers)]
+            self._placed(ranks.actors, job.workers)
+            ranks.calls = [
+                actor.run.remote(shared, rank, threads)
+                for rank, actor in enumerate(ranks.actors, 1)
+            ]
         except BaseException:
             ranks.stop()
             raise
         ranks.watcher.start()
         return ranks
+
+    def _placed(self, actors: list[Any], workers: int) -> None:
+        """Wait until Ray has placed every rank's actor; a fit it cannot place fails now,
+        saying what the cluster lacks, rather than after the rendezvous timeout."""
+        seconds = self.placement_wait.total_seconds()
+        started, waiting = ray.wait(
+            [actor.pid.remote() for actor in actors], num_returns=len(actors), timeout=seconds
+        )
+        if waiting:
+            free = ray.available_resources().get("CPU", 0.0)
+            total = ray.cluster_resources().get("CPU", 0.0)
+            raise ModelError(
+                f"training with {workers} processes: Ray placed {len(started)} of "
+                f"{len(actors)} ranks within {seconds:g} s; each asks for "
+                f"ray.cpus_per_worker = {self.settings.cpus_per_worker:g} CPUs and the cluster "
+                f"has {free:g} of {total:g} free (the engine's shard workers hold theirs): "
+                "lower models.train_workers or ray.cpus_per_worker, or add a node"
+            )
 
 
 @dataclass

@@ -105,6 +105,24 @@ def test_a_failing_ray_rank_is_named_and_every_actor_is_stopped(
     assert_stopped(launched[0], ray_cluster)
 
 
+def test_ranks_ray_cannot_place_fail_the_fit_saying_what_is_missing(ray_cluster: Any) -> None:
+    """A rank asking for more CPUs than the cluster has free is never placed: the fit fails
+    after the placement wait (not the 5-minute rendezvous), naming what the cluster lacks."""
+    from datetime import timedelta
+
+    from prognos.engine.ray_train import RayLauncher
+
+    launcher = RayLauncher(RaySettings(cpus_per_worker=3), placement_wait=timedelta(seconds=2))
+    started = time.monotonic()
+    with pytest.raises(
+        ModelError,
+        match=r"placed 0 of 1 ranks within 2 s; each asks for ray.cpus_per_worker = 3 CPUs "
+        r"and the cluster has [\d.]+ of 2 free .*lower models.train_workers",
+    ):
+        fit(histories(n=4, hours=4), launcher)
+    assert time.monotonic() - started < 60
+
+
 def test_a_retrain_on_ray_writes_the_artifact_every_host_loads(
     ray_cluster: Any,
     launched: list[Any],

@@ -41,6 +41,8 @@ from prognos.engine.worker import ShardWorker, merge, process_memory
 
 log = logging.getLogger(__name__)
 
+#: How long a cycle waits for Ray to place the workers it replaces, in seconds.
+PLACEMENT_WAIT = 60.0
 #: The advisory lock key under which the assignment is rewritten ("prognosa").
 ASSIGN_LOCK_KEY = 0x70726F676E6F7361
 
@@ -85,6 +87,9 @@ class RayEngine:
     make_actor: Any  #: index -> a new actor handle
     actors: list[Any] = field(default_factory=list)
     started_ray: bool = False
+    #: how long a cycle waits for Ray to place a replacement worker (free CPUs, or a node)
+    placement_wait: float = PLACEMENT_WAIT
+    unplaced: set[int] = field(default_factory=set)  #: replacements Ray has not placed yet
 
     @classmethod
     def start(
@@ -150,7 +155,10 @@ class RayEngine:
                     log.error("shard worker %d failed the cycle of %s: %s", index, target.name, exc)
             return lost
 
-        lost = gather({index: send(actor, index) for index, actor in enumerate(self.actors)})
+        if self.unplaced:  # replacements of earlier cycles: those placed within a second run
+            self._wait_placed(self.unplaced, min(self.placement_wait, 1.0), target.name)
+        running = [i for i in range(len(self.actors)) if i not in self.unplaced]
+        lost = gather({index: send(self.actors[index], index) for index in running})
         # Out of restarts, or unreachable (their node died: ActorUnavailableError). Killed for
         # good now, not when their last handle is gone, so that Ray cannot restart one beside
         # its replacement; fresh workers take their shards, all at once, in this cycle already.
@@ -158,12 +166,36 @@ class RayEngine:
             log.info("shard worker %d is replaced; the new one takes its shards", index)
             ray.kill(self.actors[index], no_restart=True)
             self.actors[index] = self.make_actor(index)
-        gather({index: send(self.actors[index], index) for index in lost})
+        self.unplaced.update(lost)
+        self._wait_placed(set(lost), self.placement_wait, target.name)
+        gather(
+            {index: send(self.actors[index], index) for index in lost if index not in self.unplaced}
+        )
         with session_scope(self.sessions) as session:
             self.models.for_step(session, target.step_seconds)
         if not parts:
             raise RuntimeError(f"every shard worker failed the cycle of {target.name}")
         return merge(target.name, parts, seconds=time.perf_counter() - started)
+
+    def _wait_placed(self, indexes: set[int], seconds: float, target: str) -> None:
+        """Wait up to `seconds` for Ray to place the workers `indexes`; those it has placed
+        leave `unplaced`. One still waiting (no free CPUs on the nodes left) is skipped in
+        this cycle, its shards scored by the catch-up of a later one, rather than holding
+        the cycle without a bound."""
+        probes = {self.actors[index].pid.remote(): index for index in indexes}
+        if not probes:
+            return
+        ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=seconds)
+        self.unplaced.difference_update(probes[ref] for ref in ready)
+        for index in sorted(self.unplaced & indexes):
+            log.error(
+                "shard worker %d is not placed yet (the cluster has %g of %g CPUs free): its "
+                "shards of %s wait for a later cycle; free CPUs or add a node",
+                index,
+                ray.available_resources().get("CPU", 0.0),
+                ray.cluster_resources().get("CPU", 0.0),
+                target,
+            )
 
     def memory(self, reset: bool = False) -> list[dict[str, int]]:
         """Each worker's resident memory now and at its peak (bytes); see ShardActor.memory."""

@@ -90,6 +90,61 @@ def test_a_worker_killed_mid_cycle_loses_and_doubles_nothing(
     assert differences(stage_rows(sessions), expected, rel=FLOAT32_TOLERANCE) == []
 
 
+def test_a_replacement_with_no_room_waits_and_its_shards_catch_up(
+    ray_cluster: Any, databases: Callable[[str], tuple[str, sessionmaker[Session]]]
+) -> None:
+    """Worker 1 dies for good while another actor takes the CPUs it held: its replacement
+    cannot be placed, so the cycle runs without it after the placement wait (not waiting
+    without a bound); once CPUs are free it is placed and scores every step its shards missed,
+    once each."""
+    _, reference = databases("reference_room")
+    replay(reference, today(reference), series=60)
+    expected = stage_rows(reference)
+
+    url, sessions = databases("no_room")
+    engine = ray_engine(url, sessions, 2, max_restarts=0)  # 0.5 CPU each of the cluster's 2
+    engine.placement_wait = 2.0
+    run = on(engine)
+    hog = ray_cluster.remote(num_cpus=1.5)(Hog)
+    state: dict[str, Any] = {}
+    plan = iter(["run", "kill worker 1, take its CPUs", "run", "free the CPUs", "run", "run"])
+    skipped: list[set[int]] = []
+
+    def cycle(target: TargetSettings, end: int) -> CycleSummary:
+        step = next(plan)
+        if step.startswith("kill"):
+            os.kill(engine.pids()[1], signal.SIGKILL)
+            state["hog"] = hog.remote()
+            ray_cluster.get(state["hog"].ready.remote(), timeout=60)  # placed: 2 of 2 CPUs used
+        elif step.startswith("free"):
+            ray_cluster.kill(state.pop("hog"))
+            ray_cluster.get(engine.actors[1].pid.remote(), timeout=60)  # now placed
+        summary = run(target, end)
+        skipped.append(set(engine.unplaced))
+        return summary
+
+    try:
+        summaries = replay(sessions, cycle, series=60)
+    finally:
+        engine.close()
+    assert skipped == [set(), {1}, {1}, set(), set(), set()]
+    assert all(s.status == "ok" for s in summaries)
+    assert summaries[1].series < 60  # worker 1's shards waited
+    got, want = stage_rows(sessions), expected
+    # Every step of every series scored exactly once, the newest forecasts the same; the
+    # forecasts of the two cycles worker 1's shards missed were never made, and the breach
+    # streaks built on them differ accordingly.
+    for table in ("anomaly_scores", "forecasts"):
+        assert differences({table: got[table]}, {table: want[table]}, rel=FLOAT32_TOLERANCE) == []
+
+
+class Hog:
+    """An actor that only holds CPUs."""
+
+    def ready(self) -> bool:
+        return True
+
+
 def test_the_daemon_cycle_runs_on_ray_when_configured(
     ray_cluster: Any, databases: Callable[[str], tuple[str, sessionmaker[Session]]]
 ) -> None:

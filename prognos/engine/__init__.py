@@ -4,6 +4,7 @@ only when configured), their shard assignment kept in the database."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,17 +91,16 @@ def batch_mapper(engine: str, ray: RaySettings) -> Mapper:
     if engine != "ray":
         return local_mapper
     _prepare_ray(ray)
-    try:
-        from prognos.engine.ray_tasks import ray_mapper
-    except ImportError as exc:
-        raise ConfigError(
-            "engine ray needs the `ray` extra: scripts/setup.sh ray (docs/scale.md)"
-        ) from exc
+    from prognos.engine.ray_tasks import ray_mapper
+
     return ray_mapper(ray)
 
 
 def _prepare_ray(ray: RaySettings) -> None:
-    """Before Ray is first imported: a cluster this process starts stays on loopback."""
+    """Before Ray is first imported: it is installed, and a cluster this process starts stays
+    on loopback."""
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("engine ray needs the `ray` extra: scripts/setup.sh ray (docs/scale.md)")
     if ray.address == "local":
         for name, value in LOOPBACK_RAY_ENV.items():
             os.environ.setdefault(name, value)

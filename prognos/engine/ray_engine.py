@@ -182,18 +182,17 @@ class RayEngine:
         leave `unplaced`. One still waiting (no free CPUs on the nodes left) is skipped in
         this cycle, its shards scored by the catch-up of a later one, rather than holding
         the cycle without a bound."""
-        probes = {self.actors[index].pid.remote(): index for index in indexes}
-        if not probes:
+        order = sorted(indexes)
+        if not order:
             return
-        ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=seconds)
-        self.unplaced.difference_update(probes[ref] for ref in ready)
+        answered = placed([self.actors[index] for index in order], seconds)
+        self.unplaced.difference_update(i for i, ok in zip(order, answered, strict=True) if ok)
         for index in sorted(self.unplaced & indexes):
             log.error(
-                "shard worker %d is not placed yet (the cluster has %g of %g CPUs free): its "
+                "shard worker %d is not placed yet (the cluster has %s CPUs free): its "
                 "shards of %s wait for a later cycle; free CPUs or add a node",
                 index,
-                ray.available_resources().get("CPU", 0.0),
-                ray.cluster_resources().get("CPU", 0.0),
+                free_cpus(),
                 target,
             )
 
@@ -214,6 +213,21 @@ class RayEngine:
         self.actors = []
         if self.started_ray:
             ray.shutdown()
+
+
+def placed(actors: Sequence[Any], seconds: float) -> list[bool]:
+    """Whether Ray has placed each actor (it answered `pid`) within `seconds`: one waiting
+    for CPUs that no node has free is not."""
+    probes = [actor.pid.remote() for actor in actors]
+    ready, _ = ray.wait(probes, num_returns=len(probes), timeout=seconds)
+    done = set(ready)
+    return [probe in done for probe in probes]
+
+
+def free_cpus() -> str:
+    """The cluster's free CPUs of its total, as a message says it ("1.5 of 2")."""
+    free = ray.available_resources().get("CPU", 0.0)
+    return f"{free:g} of {ray.cluster_resources().get('CPU', 0.0):g}"
 
 
 def join_cluster(settings: RaySettings) -> bool:

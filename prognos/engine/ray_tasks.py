@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import ray
@@ -32,15 +33,10 @@ def ray_mapper(settings: RaySettings) -> Callable[..., Iterator[Any]]:
             remote = ray.remote(num_cpus=1)(function)
             limit = processes or max(1, int(ray.cluster_resources().get("CPU", 1)))
             waiting = iter(jobs)
-            for job in waiting:
-                in_flight.append(remote.remote(job))
-                if len(in_flight) >= limit:
-                    break
+            in_flight.extend(remote.remote(job) for job in islice(waiting, limit))
             while in_flight:
                 result = ray.get(in_flight.popleft())
-                for job in waiting:
-                    in_flight.append(remote.remote(job))
-                    break
+                in_flight.extend(remote.remote(job) for job in islice(waiting, 1))
                 yield result
         finally:
             for ref in in_flight:

@@ -24,13 +24,14 @@ from ray.exceptions import RayActorError, RayTaskError
 from core.settings import RaySettings
 from models.errors import ModelError
 from models.forecasters.parallel import RankFailed, RankJob, run_rank
-from prognos.engine.ray_engine import join_cluster
+from prognos.engine.ray_engine import PLACEMENT_WAIT as ENGINE_PLACEMENT_WAIT
+from prognos.engine.ray_engine import free_cpus, join_cluster, placed
 
 #: How long rank 0, its own collective broken, waits for the failed rank's error.
 FAILURE_WAIT = timedelta(seconds=10)
 #: How long the ranks may wait for Ray to place them (free CPUs, or a node an autoscaler adds)
 #: before the fit fails saying so, instead of waiting out the rendezvous timeout.
-PLACEMENT_WAIT = timedelta(seconds=60)
+PLACEMENT_WAIT = timedelta(seconds=ENGINE_PLACEMENT_WAIT)
 
 
 class TrainingRank:
@@ -77,17 +78,13 @@ class RayLauncher:
         """Wait until Ray has placed every rank's actor; a fit it cannot place fails now,
         saying what the cluster lacks, rather than after the rendezvous timeout."""
         seconds = self.placement_wait.total_seconds()
-        started, waiting = ray.wait(
-            [actor.pid.remote() for actor in actors], num_returns=len(actors), timeout=seconds
-        )
-        if waiting:
-            free = ray.available_resources().get("CPU", 0.0)
-            total = ray.cluster_resources().get("CPU", 0.0)
+        count = sum(placed(actors, seconds))
+        if count < len(actors):
             raise ModelError(
-                f"training with {workers} processes: Ray placed {len(started)} of "
+                f"training with {workers} processes: Ray placed {count} of "
                 f"{len(actors)} ranks within {seconds:g} s; each asks for "
                 f"ray.cpus_per_worker = {self.settings.cpus_per_worker:g} CPUs and the cluster "
-                f"has {free:g} of {total:g} free (the engine's shard workers hold theirs): "
+                f"has {free_cpus()} free (the engine's shard workers hold theirs): "
                 "lower models.train_workers or ray.cpus_per_worker, or add a node"
             )
 

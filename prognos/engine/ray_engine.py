@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 import sqlalchemy as sa
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import SystemClock
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: How long a cycle waits for Ray to place the workers it replaces, in seconds.
 PLACEMENT_WAIT = 60.0
+#: How long `kill` waits for Ray to report the killed actors dead, in seconds.
+KILL_WAIT = 30.0
 #: The advisory lock key under which the assignment is rewritten ("prognosa").
 ASSIGN_LOCK_KEY = 0x70726F676E6F7361
 
@@ -208,8 +210,7 @@ class RayEngine:
         return list(ray.get([a.node.remote() for a in self.actors]))
 
     def close(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+        kill(self.actors)
         self.actors = []
         if self.started_ray:
             ray.shutdown()
@@ -222,6 +223,34 @@ def placed(actors: Sequence[Any], seconds: float) -> list[bool]:
     ready, _ = ray.wait(probes, num_returns=len(probes), timeout=seconds)
     done = set(ready)
     return [probe in done for probe in probes]
+
+
+def kill(actors: Sequence[Any], seconds: float = KILL_WAIT) -> list[Any]:
+    """Kill `actors` for good and wait up to `seconds` until each is dead, so that their CPUs
+    are free when this returns. `ray.kill` only asks: an actor answers calls for a moment
+    after it. Returns those that still answer (logged), for a caller that must know."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + seconds
+    alive = list(actors)
+    while alive:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.error("%d Ray actors still answer %g s after they were killed", len(alive), seconds)
+            break
+        answering = []
+        for actor in alive:
+            try:
+                ray.get(actor.pid.remote(), timeout=max(0.1, min(left, 1.0)))
+            except RayActorError:
+                continue  # dead, or its node is
+            except GetTimeoutError:
+                pass  # busy, or not placed yet: ask again
+            answering.append(actor)
+        alive = answering
+        if alive:
+            time.sleep(0.05)
+    return alive
 
 
 def free_cpus() -> str:

@@ -25,7 +25,7 @@ from core.settings import RaySettings
 from models.errors import ModelError
 from models.forecasters.parallel import RankFailed, RankJob, run_rank
 from prognos.engine.ray_engine import PLACEMENT_WAIT as ENGINE_PLACEMENT_WAIT
-from prognos.engine.ray_engine import free_cpus, join_cluster, placed
+from prognos.engine.ray_engine import free_cpus, join_cluster, kill, placed
 
 #: How long rank 0, its own collective broken, waits for the failed rank's error.
 FAILURE_WAIT = timedelta(seconds=10)
@@ -126,8 +126,7 @@ class RayRanks:
             self.watcher.join(FAILURE_WAIT.total_seconds())
 
     def _kill(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
+        kill(self.actors)
 
     def _watch(self) -> None:
         rank_of = {call: rank for rank, call in enumerate(self.calls, 1)}

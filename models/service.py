@@ -203,7 +203,9 @@ def forecast_cycle(
                 "step": step,
                 "model": models.cold_start if cold[row_index] else model_name,
                 "quantiles": list(forecaster.quantiles),
-                "values": values.round(9).tolist(),
+                # The float64 array itself: core.database.json_dumps writes it (no per-float
+                # Python objects). Rounded in the model's dtype, then widened exactly.
+                "values": values.round(9).astype(np.float64),
                 "created_at": now,
             }
         )
@@ -756,9 +758,9 @@ def _record_history(db_session: Session, rows: Sequence[dict[str, Any]]) -> None
                 "series_id": r["series_id"],
                 "target_ts": int(r["made_at"]) + (h + 1) * int(r["step"]),
                 "made_at": r["made_at"],
-                "p10": values[low],
-                "p50": values[mid],
-                "p90": values[high],
+                "p10": float(values[low]),
+                "p50": float(values[mid]),
+                "p90": float(values[high]),
             }
         )
     if out:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -13,15 +16,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.database import (
     check_database,
     create_engine,
+    json_dumps,
     migrate,
     safe_url,
     session_scope,
 )
 from core.errors import DatabaseUnavailableError
-from ingest.tables import IngestRunRow
+from ingest.tables import IngestRunRow, SeriesRow
+from models.tables import ForecastRow
 from tests.support.servers import free_port
 
 PASSWORD = "s3cr3t-Pa55"
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
@@ -129,3 +135,71 @@ def test_migrate_is_safe_to_run_again(engine: Engine) -> None:
     migrate(engine)
     tables = set(sa.inspect(engine).get_table_names())
     assert {"series", "samples", "ingest_watermarks", "ingest_runs", "api_tokens"} <= tables
+
+
+def test_json_dumps_writes_a_float_array_as_the_standard_library_writes_its_list() -> None:
+    """A forecast's values go to the JSON column as a float64 array (orjson): the text may
+    differ (no spaces, `1e-7` for `1e-07`), the numbers read back must not."""
+    rng = np.random.default_rng(7)
+    arrays = [
+        rng.normal(size=(30, 9)).round(9),
+        (rng.normal(size=(4, 3)) * 10.0 ** rng.integers(-12, 12, size=(4, 3))),
+        np.array([[0.0, -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]]),
+        rng.normal(size=(6, 4)).astype(np.float32).round(9).astype(np.float64),
+        rng.normal(size=(8, 6))[:, ::2],  # not contiguous
+    ]
+    for array in arrays:
+        written = json_dumps(array)
+        back = json.loads(written)
+        assert back == array.tolist()
+        assert [[math.copysign(1, v) for v in row] for row in back] == [
+            [math.copysign(1, v) for v in row] for row in array.tolist()
+        ]
+
+
+def test_json_dumps_leaves_everything_else_to_the_standard_library() -> None:
+    # Non-finite values: orjson would write null; the standard library's NaN reads back as NaN.
+    with_gap = np.array([1.5, np.nan, np.inf])
+    assert json_dumps(with_gap) == json.dumps([1.5, math.nan, math.inf])
+    narrow = np.array([0.1], dtype=np.float32)  # widened by tolist, as before
+    assert json_dumps(narrow) == json.dumps(narrow.tolist())
+    for value in ({"a": [1, 2.5, None], "b": "ü"}, [0.1, 0.2], "text", 3):
+        assert json_dumps(value) == json.dumps(value)
+
+
+def test_forecast_values_stored_as_an_array_read_back_equal(
+    sessions: sessionmaker[Session],
+) -> None:
+    values = np.random.default_rng(3).normal(size=(30, 9)).astype(np.float32).round(9)
+    with session_scope(sessions) as session:
+        session.add(
+            SeriesRow(
+                id=1,
+                target="t",
+                key="k" * 64,
+                labels={},
+                service=None,
+                first_seen=NOW,
+                last_seen=NOW,
+            )
+        )
+        session.flush()
+        session.execute(
+            sa.insert(ForecastRow),
+            [
+                {
+                    "series_id": 1,
+                    "made_at": 60,
+                    "step": 60,
+                    "model": "m",
+                    "quantiles": [0.1, 0.5, 0.9] * 3,
+                    "values": values.astype(np.float64),
+                    "created_at": NOW,
+                }
+            ],
+        )
+        session.commit()
+    with session_scope(sessions) as session:
+        row = session.get(ForecastRow, 1)
+        assert row is not None
+        assert row.values == values.tolist()  # each float32 value widened exactly

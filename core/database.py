@@ -7,7 +7,7 @@ can share the file; PostgreSQL is used as is.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -224,6 +224,80 @@ def dialect_insert(session: Session, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+def upsert(
+    session: Session,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+    update: Sequence[str] = (),
+) -> None:
+    """INSERT `rows` (dicts with the same columns); a row whose `key` is stored already updates
+    the columns `update` to its values, or is skipped if `update` is empty: the SQLite and
+    PostgreSQL ON CONFLICT clauses, with the rows an executemany would leave: of the rows of
+    one call with the same key, the last is written if `update` names every other column,
+    the first if `update` is empty.
+
+    On PostgreSQL the rows go as one array per column into one statement (`unnest`), not one
+    statement per row: for the 10,000s of rows a forecast cycle writes, psycopg's per-row
+    executemany costs more than the writes themselves."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        insert = dialect_insert(session, table)
+        statement = (
+            insert.on_conflict_do_update(
+                index_elements=list(key), set_={c: insert.excluded[c] for c in update}
+            )
+            if update
+            else insert.on_conflict_do_nothing(index_elements=list(key))
+        )
+        session.execute(statement, list(rows))
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    at = [names.index(k) for k in key]
+    chosen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for row in rows:  # one row per key: a statement may not update a row twice
+        row_key = tuple(row[names[i]] for i in at)
+        if update or row_key not in chosen:
+            chosen.pop(row_key, None)  # the last update goes where executemany would run it
+            chosen[row_key] = row
+    quote = dialect.identifier_preparer.quote
+    arrays, casts = [], []
+    for name in names:
+        column = table.c[name]
+        column_type = column.type
+        values = [row[name] for row in chosen.values()]
+        if isinstance(column_type, sa.JSON):
+            null = None if column_type.none_as_null else "null"
+            values = [null if v is None else json_dumps(v) for v in values]
+            casts.append("JSON[]")
+        else:
+            process = column_type.bind_processor(dialect)
+            if process is not None:
+                values = [process(v) for v in values]
+            casts.append(f"{column_type.compile(dialect=dialect)}[]")
+        arrays.append(values)
+    columns = ", ".join(quote(n) for n in names)
+    unnest = ", ".join(f"%s::{cast}" for cast in casts)
+    conflict = ", ".join(quote(k) for k in key)
+    action = (
+        "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)
+        if update
+        else "DO NOTHING"
+    )
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({columns}) "  # noqa: S608 (names from the table)
+        f"SELECT * FROM unnest({unnest}) ON CONFLICT ({conflict}) {action}"
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(statement, arrays)
 
 
 def fetch_tuples(db_session: Session, query: Any) -> list[tuple[Any, ...]]:

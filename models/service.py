@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.clock import from_epoch
-from core.database import dialect_insert, fetch_tuples
+from core.database import fetch_tuples, upsert
 from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
@@ -382,30 +382,14 @@ def score_new_points(
                 "last_alarm": bool(out.alarm[-1]),
             }
         )
-    if score_rows:
-        insert = dialect_insert(db_session, AnomalyScoreRow.__table__)
-        db_session.execute(
-            insert.on_conflict_do_nothing(index_elements=["series_id", "ts"]), score_rows
-        )
-    if state_rows:
-        insert = dialect_insert(db_session, DetectorStateRow.__table__)
-        db_session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["series_id"],
-                set_={
-                    c: insert.excluded[c]
-                    for c in (
-                        "state",
-                        "config",
-                        "updated_at",
-                        "last_ts",
-                        "last_score",
-                        "last_alarm",
-                    )
-                },
-            ),
-            state_rows,
-        )
+    upsert(db_session, AnomalyScoreRow.__table__, score_rows, key=("series_id", "ts"))
+    upsert(
+        db_session,
+        DetectorStateRow.__table__,
+        state_rows,
+        key=("series_id",),
+        update=("state", "config", "updated_at", "last_ts", "last_score", "last_alarm"),
+    )
     return len(score_rows), alarms
 
 
@@ -552,14 +536,8 @@ def update_breaches(
                 }
             )
     if out:
-        insert = dialect_insert(db_session, BreachRow.__table__)
         columns = [c for c in out[0] if c != "series_id"]
-        db_session.execute(
-            insert.on_conflict_do_update(
-                index_elements=["series_id"], set_={c: insert.excluded[c] for c in columns}
-            ),
-            out,
-        )
+        upsert(db_session, BreachRow.__table__, out, key=("series_id",), update=columns)
     return sum(1 for o in out if o["warning"]) + sum(1 for b in kept if b.warning)
 
 
@@ -714,17 +692,13 @@ def _windows(
 
 
 def _upsert_forecasts(db_session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    insert = dialect_insert(db_session, ForecastRow.__table__)
-    statement = insert.on_conflict_do_update(
-        index_elements=["series_id"],
-        set_={
-            name: insert.excluded[name]
-            for name in ("made_at", "step", "model", "quantiles", "values", "created_at")
-        },
+    upsert(
+        db_session,
+        ForecastRow.__table__,
+        rows,
+        key=("series_id",),
+        update=("made_at", "step", "model", "quantiles", "values", "created_at"),
     )
-    db_session.execute(statement, rows)
 
 
 #: How far ahead the forecast kept in `forecast_history` looks: the page draws the band made
@@ -763,11 +737,7 @@ def _record_history(db_session: Session, rows: Sequence[dict[str, Any]]) -> None
                 "p90": float(values[high]),
             }
         )
-    if out:
-        insert = dialect_insert(db_session, ForecastHistoryRow.__table__)
-        db_session.execute(
-            insert.on_conflict_do_nothing(index_elements=["series_id", "target_ts"]), out
-        )
+    upsert(db_session, ForecastHistoryRow.__table__, out, key=("series_id", "target_ts"))
 
 
 def prune_forecast_history(db_session: Session, *, before: int, limit: int) -> int:

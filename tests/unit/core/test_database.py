@@ -20,10 +20,11 @@ from core.database import (
     migrate,
     safe_url,
     session_scope,
+    upsert,
 )
 from core.errors import DatabaseUnavailableError
 from ingest.tables import IngestRunRow, SeriesRow
-from models.tables import ForecastRow
+from models.tables import AnomalyScoreRow, DetectorStateRow, ForecastRow
 from tests.support.servers import free_port
 
 PASSWORD = "s3cr3t-Pa55"
@@ -203,3 +204,123 @@ def test_forecast_values_stored_as_an_array_read_back_equal(
         row = session.get(ForecastRow, 1)
         assert row is not None
         assert row.values == values.tolist()  # each float32 value widened exactly
+
+
+def test_upsert_inserts_updates_and_skips_as_on_conflict_does(
+    sessions: sessionmaker[Session],
+) -> None:
+    """One statement on PostgreSQL (column arrays), executemany on SQLite: the same rows."""
+    series = [
+        {
+            "id": i,
+            "target": "t",
+            "key": f"{i:064d}",
+            "labels": {"i": str(i)},
+            "service": None,
+            "first_seen": NOW,
+            "last_seen": NOW,
+        }
+        for i in (1, 2, 3)
+    ]
+    state = {"config": "c", "updated_at": NOW, "last_score": 0.5, "last_alarm": False}
+    later = NOW + timedelta(minutes=1)
+    with session_scope(sessions) as session:
+        upsert(session, SeriesRow.__table__, series, key=("id",))
+        upsert(session, SeriesRow.__table__, [], key=("id",))  # nothing to do
+        upsert(
+            session,
+            DetectorStateRow.__table__,
+            [
+                {"series_id": 1, "state": "a", "last_ts": 60, **state},
+                {"series_id": 2, "state": "b", "last_ts": 60, **state},
+            ],
+            key=("series_id",),
+            update=("state", "last_ts", "updated_at"),
+        )
+        session.commit()
+    with session_scope(sessions) as session:
+        upsert(  # stored key 1 updated, key 3 new and given twice: the last one is written
+            session,
+            DetectorStateRow.__table__,
+            [
+                {"series_id": 1, "state": "a2", "last_ts": 120, **state, "updated_at": later},
+                {"series_id": 3, "state": "c1", "last_ts": 60, **state},
+                {"series_id": 3, "state": "c2", "last_ts": 120, **state, "last_score": 0.75},
+            ],
+            key=("series_id",),
+            update=("state", "config", "updated_at", "last_ts", "last_score", "last_alarm"),
+        )
+        upsert(  # do nothing: stored (1, 60) kept, of the two new (2, 60) the first
+            session,
+            AnomalyScoreRow.__table__,
+            [
+                {
+                    "series_id": 1,
+                    "ts": 60,
+                    "z": 1.0,
+                    "magnitude": 1.0,
+                    "score": None,
+                    "model": "m",
+                    "alarm": False,
+                    "evidence": None,
+                },
+                {
+                    "series_id": 2,
+                    "ts": 60,
+                    "z": 2.0,
+                    "magnitude": 2.0,
+                    "score": 0.25,
+                    "model": "m",
+                    "alarm": True,
+                    "evidence": {"rule": "spike"},
+                },
+                {
+                    "series_id": 2,
+                    "ts": 60,
+                    "z": 9.0,
+                    "magnitude": 9.0,
+                    "score": 0.9,
+                    "model": "m",
+                    "alarm": False,
+                    "evidence": None,
+                },
+            ],
+            key=("series_id", "ts"),
+        )
+        session.commit()
+    with session_scope(sessions) as session:
+        upsert(
+            session,
+            AnomalyScoreRow.__table__,
+            [
+                {
+                    "series_id": 1,
+                    "ts": 60,
+                    "z": 7.0,
+                    "magnitude": 7.0,
+                    "score": 1.0,
+                    "model": "x",
+                    "alarm": True,
+                    "evidence": None,
+                }
+            ],
+            key=("series_id", "ts"),
+        )
+        session.commit()
+        states = {
+            r.series_id: (r.state, r.last_ts, r.updated_at, r.last_score)
+            for r in session.scalars(sa.select(DetectorStateRow))
+        }
+        scores = {
+            (r.series_id, r.ts): (r.z, r.score, r.alarm, r.evidence)
+            for r in session.scalars(sa.select(AnomalyScoreRow))
+        }
+        labels = {r.id: r.labels for r in session.scalars(sa.select(SeriesRow))}
+    assert states[1] == ("a2", 120, later, 0.5)
+    assert states[2] == ("b", 60, NOW, 0.5)
+    assert states[3] == ("c2", 120, NOW, 0.75)
+    assert scores == {
+        (1, 60): (1.0, None, False, None),
+        (2, 60): (2.0, 0.25, True, {"rule": "spike"}),
+    }
+    assert labels == {1: {"i": "1"}, 2: {"i": "2"}, 3: {"i": "3"}}

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.clock import from_epoch, to_epoch
-from core.database import dialect_insert
+from core.database import dialect_insert, upsert
 from core.errors import PrognosError
 from core.settings import TargetSettings
 from ingest.chunking import aligned_window, merge_series, plan_chunks
@@ -307,9 +307,9 @@ def _series_ids(
         missing = [s for s in series if s.key.digest not in existing]
         if missing:
             # ON CONFLICT keeps a second process that found the same new series harmless.
-            insert = dialect_insert(db_session, SeriesRow.__table__)
-            db_session.execute(
-                insert.on_conflict_do_nothing(index_elements=["key"]),
+            upsert(
+                db_session,
+                SeriesRow.__table__,
                 [
                     {
                         "target": target.name,
@@ -321,6 +321,7 @@ def _series_ids(
                     }
                     for s in missing
                 ],
+                key=("key",),
             )
             existing.update(_ids_for(db_session, [s.key.digest for s in missing]))
             created += len(missing)

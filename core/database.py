@@ -300,6 +300,17 @@ def upsert(
         cursor.execute(statement, arrays)
 
 
+def among(session: Session, column: Any, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter however many the
+    values (what PostgreSQL makes of an IN list anyway): an IN list of the 10,000 ids of a
+    cycle's batch is 10,000 placeholders for SQLAlchemy to render and the driver to parse."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
+    return column.in_(values)
+
+
 def fetch_tuples(db_session: Session, query: Any) -> list[tuple[Any, ...]]:
     """Run a SELECT and return the driver's plain tuples: for reads of 100,000s of rows, where
     building SQLAlchemy Row objects costs more than the query itself."""

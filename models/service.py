@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.clock import from_epoch
-from core.database import fetch_tuples, upsert
+from core.database import among, fetch_tuples, upsert
 from core.settings import BreachSettings, TargetSettings
 from ingest.tables import SampleRow, SeriesRow, WatermarkRow
 from models import registry
@@ -181,7 +181,7 @@ def forecast_cycle(
         fetch_tuples(
             db_session,
             sa.select(ForecastRow.series_id, ForecastRow.made_at).where(
-                ForecastRow.series_id.in_(ids)
+                among(db_session, ForecastRow.series_id, ids)
             ),
         )
     )
@@ -251,7 +251,7 @@ def _stored_states(
     if held is not None:
         marks = sa.select(
             DetectorStateRow.series_id, DetectorStateRow.last_ts, DetectorStateRow.config
-        ).where(DetectorStateRow.series_id.in_(others))
+        ).where(among(db_session, DetectorStateRow.series_id, others))
         others = []
         for series_id, last_ts, config in fetch_tuples(db_session, marks):
             entry = held.states.get(series_id)
@@ -263,7 +263,7 @@ def _stored_states(
             return current, []
     columns = (DetectorStateRow.series_id, DetectorStateRow.state, DetectorStateRow.config)
     return current, fetch_tuples(
-        db_session, sa.select(*columns).where(DetectorStateRow.series_id.in_(others))
+        db_session, sa.select(*columns).where(among(db_session, DetectorStateRow.series_id, others))
     )
 
 
@@ -318,7 +318,7 @@ def score_new_points(
         db_session,
         sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value)
         .where(
-            SampleRow.series_id.in_(list(series_ids)),
+            among(db_session, SampleRow.series_id, list(series_ids)),
             SampleRow.ts > lower,
             SampleRow.ts <= end,
         )
@@ -470,7 +470,7 @@ def update_breaches(
         BreachRow.streak,
         BreachRow.warning,
         BreachRow.warning_since,
-    ).where(BreachRow.series_id.in_(ids))
+    ).where(among(db_session, BreachRow.series_id, ids))
     previous = {int(row[0]): _Streak(*row[1:]) for row in fetch_tuples(db_session, stored)}
     kept = [previous[int(r["series_id"])] for r in rows if _breach_done(previous, r)]
     rows = [r for r in rows if not _breach_done(previous, r)]
@@ -591,7 +591,7 @@ def _grid(
     rows = fetch_tuples(
         db_session,
         sa.select(SampleRow.series_id, SampleRow.ts, SampleRow.value).where(
-            SampleRow.series_id.in_(list(series_ids)),
+            among(db_session, SampleRow.series_id, list(series_ids)),
             SampleRow.ts >= start,
             SampleRow.ts <= start + (length - 1) * step,
         ),

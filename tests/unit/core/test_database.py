@@ -14,8 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.database import (
+    among,
     check_database,
     create_engine,
+    fetch_tuples,
     json_dumps,
     migrate,
     safe_url,
@@ -324,3 +326,26 @@ def test_upsert_inserts_updates_and_skips_as_on_conflict_does(
         (2, 60): (2.0, 0.25, True, {"rule": "spike"}),
     }
     assert labels == {1: {"i": "1"}, 2: {"i": "2"}, 3: {"i": "3"}}
+
+
+def test_among_selects_the_rows_an_in_list_selects(sessions: sessionmaker[Session]) -> None:
+    series = [
+        {
+            "id": i,
+            "target": "t",
+            "key": f"{i:064d}",
+            "labels": {},
+            "service": None,
+            "first_seen": NOW,
+            "last_seen": NOW,
+        }
+        for i in range(1, 6)
+    ]
+    with session_scope(sessions) as session:
+        upsert(session, SeriesRow.__table__, series, key=("id",))
+        session.commit()
+        for ids in ([2, 4, 99], [], list(range(1, 6)), (3,)):
+            query = sa.select(SeriesRow.id).where(among(session, SeriesRow.id, ids))
+            want = {i for i in ids if 1 <= i <= 5}
+            assert {r[0] for r in fetch_tuples(session, query)} == want
+            assert set(session.scalars(query)) == want

@@ -283,7 +283,7 @@ def upsert(
             casts.append(f"{column_type.compile(dialect=dialect)}[]")
         arrays.append(values)
     columns = ", ".join(quote(n) for n in names)
-    unnest = ", ".join(f"%s::{cast}" for cast in casts)
+    unnest = ", ".join(f"%b::{cast}" for cast in casts)
     conflict = ", ".join(quote(k) for k in key)
     action = (
         "DO UPDATE SET " + ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in update)

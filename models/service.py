@@ -191,24 +191,25 @@ def forecast_cycle(
     # 2. Forecast from the newest step: the model where history suffices, else the cold band.
     forecast, cold = predict_windows(models, forecaster, context, end, step)
     model_name = forecaster.version
-    rows = []
-    for row_index, series_id in enumerate(ids):
-        values = forecast[row_index]
-        if not np.isfinite(values).all():
-            continue
-        rows.append(
-            {
-                "series_id": series_id,
-                "made_at": end,
-                "step": step,
-                "model": models.cold_start if cold[row_index] else model_name,
-                "quantiles": list(forecaster.quantiles),
-                # The float64 array itself: core.database.json_dumps writes it (no per-float
-                # Python objects). Rounded in the model's dtype, then widened exactly.
-                "values": values.round(9).astype(np.float64),
-                "created_at": now,
-            }
-        )
+    # Each row's values as a float64 array: core.database.json_dumps writes it (no per-float
+    # Python objects). Rounded in the model's dtype, then widened exactly; rows with a
+    # non-finite value are not stored.
+    finite = np.isfinite(forecast).all(axis=tuple(range(1, forecast.ndim))).tolist()
+    stored = forecast.round(9).astype(np.float64)
+    quantiles = list(forecaster.quantiles)
+    rows = [
+        {
+            "series_id": series_id,
+            "made_at": end,
+            "step": step,
+            "model": models.cold_start if cold[row_index] else model_name,
+            "quantiles": quantiles,
+            "values": stored[row_index],
+            "created_at": now,
+        }
+        for row_index, series_id in enumerate(ids)
+        if finite[row_index]
+    ]
     _upsert_forecasts(db_session, rows)
     _record_history(db_session, rows)
     warnings = 0

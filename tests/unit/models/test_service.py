@@ -422,3 +422,35 @@ def test_the_cycle_gives_the_breach_check_the_season_so_a_daily_peak_is_no_trend
     assert probability["young"] > 0.5  # the forecast decides alone
     assert probability["periodic"] < probability["young"]
     assert probability["periodic"] < 0.5  # yesterday's path stayed below 152
+
+
+def test_a_series_whose_forecast_is_not_finite_keeps_no_forecast(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows stored are each finite forecast, rounded to 9 places in the model's dtype."""
+    from models import service
+
+    source = FakeSource(
+        [FakeSeries("cpu", {"service": s}, value=wave(p)) for s, p in (("a", 0.0), ("b", 1.0))]
+    )
+    models = ServingModels(
+        cold_start="median_band", cold_config={"context_length": 60, "horizon": 10}
+    )
+    made: list[np.ndarray] = []
+    predict = service.predict_windows
+
+    def with_a_gap(*args, **kwargs):  # type: ignore[no-untyped-def]
+        forecast, cold = predict(*args, **kwargs)
+        forecast = forecast.astype(np.float32) + np.float32(1e-7)
+        forecast[1, 3, 0] = np.nan  # the second series' (b's: ids in order) forecast
+        made.append(forecast)
+        return forecast, cold
+
+    monkeypatch.setattr(service, "predict_windows", with_a_gap)
+    now = from_epoch(START + 6 * 3600)
+    ingest_until(sessions, source, now)
+    assert run_cycle(sessions, models, now).status == "ok"
+    with sessions() as session:
+        stored = {f.series_id: f.values for f in session.scalars(sa.select(ForecastRow))}
+    assert list(stored) == [1]
+    assert stored[1] == made[0][0].round(9).tolist()

@@ -241,7 +241,9 @@ def kill(actors: Sequence[Any], seconds: float = KILL_WAIT) -> list[Any]:
         answering = []
         for actor in alive:
             try:
-                ray.get(actor.pid.remote(), timeout=max(0.1, min(left, 1.0)))
+                # Not retried: a retry of a call to a killed actor only logs that it failed.
+                probe = actor.pid.options(max_task_retries=0).remote()
+                ray.get(probe, timeout=max(0.1, min(left, 1.0)))
             except RayActorError:
                 continue  # dead, or its node is
             except GetTimeoutError:

@@ -259,10 +259,9 @@ def upsert(
     connection = session.connection()
     dialect = connection.dialect
     names = list(rows[0])
-    at = [names.index(k) for k in key]
     chosen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
     for row in rows:  # one row per key: a statement may not update a row twice
-        row_key = tuple(row[names[i]] for i in at)
+        row_key = tuple(row[k] for k in key)
         if update or row_key not in chosen:
             chosen.pop(row_key, None)  # the last update goes where executemany would run it
             chosen[row_key] = row
